@@ -1,0 +1,219 @@
+"""Wire protocol v1 codec (docs/protocol.md): bytes <-> records. Pure, no I/O.
+
+Every malformed input raises CodecError with a short `reason` used as a counter label.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterable
+
+from host_bridge.model import Ack, Record
+
+VERSION = 1
+BATCH_MAGIC = b"VB"
+ACK_MAGIC = b"VA"
+MAX_BATCH = 16384
+MAX_FRAME_PAYLOAD = 16384
+
+RECORD_HEADER = struct.Struct("<IHBBIHB")  # seq boot kind flags ts_s ts_ms n
+ACK_BODY = struct.Struct("<2sBBIQ")
+NODE_ID_RE = re.compile(rb"^[A-Za-z0-9_.\-]{1,32}$")
+
+FRAME_SYNC = b"\xa5\x5a"
+FRAME_BATCH = 1
+FRAME_ACK = 2
+FRAME_HELLO = 3
+FRAME_TYPES = (FRAME_BATCH, FRAME_ACK, FRAME_HELLO)
+FRAME_HEAD = struct.Struct("<2sBH")  # sync type len
+FRAME_OVERHEAD = FRAME_HEAD.size + 4
+
+
+class CodecError(ValueError):
+    """A malformed input; `reason` is a stable label for counters."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def valid_node_id(node_id: str) -> bool:
+    try:
+        return bool(NODE_ID_RE.match(node_id.encode("ascii")))
+    except UnicodeEncodeError:
+        return False
+
+
+# ---- records -------------------------------------------------------------------------------
+
+
+def encode_record(
+    seq: int,
+    boot: int,
+    kind: int,
+    flags: int,
+    ts_s: int,
+    ts_ms: int,
+    values: Iterable[float],
+) -> bytes:
+    vals = list(values)
+    if len(vals) > 255:
+        raise CodecError("too_many_values", str(len(vals)))
+    head = RECORD_HEADER.pack(seq, boot & 0xFFFF, kind, flags, ts_s, ts_ms, len(vals))
+    return head + struct.pack(f"<{len(vals)}f", *vals)
+
+
+def decode_record(buf: bytes | memoryview, offset: int = 0, node_id: str = "") -> tuple[Record, int]:
+    """Decode one record at offset; returns (record, offset after it)."""
+    if len(buf) - offset < RECORD_HEADER.size:
+        raise CodecError("truncated", "record header")
+    seq, boot, kind, flags, ts_s, ts_ms, n = RECORD_HEADER.unpack_from(buf, offset)
+    offset += RECORD_HEADER.size
+    end = offset + 4 * n
+    if end > len(buf):
+        raise CodecError("truncated", f"record seq {seq} values")
+    if ts_ms > 999:
+        raise CodecError("bad_timestamp", f"ts_ms {ts_ms}")
+    if seq == 0:
+        raise CodecError("bad_seq", "seq 0")
+    values = struct.unpack_from(f"<{n}f", buf, offset)
+    rec = Record(node_id, seq, boot, kind, flags & 0x3F, ts_s, ts_ms, values)
+    return rec, end
+
+
+# ---- batches -------------------------------------------------------------------------------
+
+
+def encode_batch(node_id: str, records: Iterable[bytes]) -> bytes:
+    nid = node_id.encode("ascii")
+    if not NODE_ID_RE.match(nid):
+        raise CodecError("bad_node_id", repr(node_id))
+    recs = list(records)
+    body = BATCH_MAGIC + bytes([VERSION, len(nid)]) + nid + struct.pack("<H", len(recs))
+    body += b"".join(recs)
+    out = body + struct.pack("<I", zlib.crc32(body))
+    if len(out) > MAX_BATCH:
+        raise CodecError("too_large", f"{len(out)} bytes")
+    return out
+
+
+def decode_batch(buf: bytes | memoryview) -> tuple[str, list[Record]]:
+    """Decode and validate a whole batch; all or nothing."""
+    n = len(buf)
+    if n > MAX_BATCH:
+        raise CodecError("too_large", f"{n} bytes")
+    if n < 2 + 1 + 1 + 1 + 2 + 4:
+        raise CodecError("truncated", f"{n} bytes")
+    if bytes(buf[0:2]) != BATCH_MAGIC:
+        raise CodecError("bad_magic", bytes(buf[0:2]).hex())
+    if buf[2] != VERSION:
+        raise CodecError("bad_version", str(buf[2]))
+    (crc,) = struct.unpack_from("<I", buf, n - 4)
+    if zlib.crc32(bytes(buf[: n - 4])) != crc:
+        raise CodecError("bad_crc")
+    id_len = buf[3]
+    nid = bytes(buf[4 : 4 + id_len])
+    if not NODE_ID_RE.match(nid) or 4 + id_len + 2 > n - 4:
+        raise CodecError("bad_node_id", nid[:40].hex())
+    node_id = nid.decode("ascii")
+    off = 4 + id_len
+    (count,) = struct.unpack_from("<H", buf, off)
+    off += 2
+    body_end = n - 4
+    records: list[Record] = []
+    last = 0
+    for _ in range(count):
+        if off >= body_end:
+            raise CodecError("truncated", f"{len(records)} of {count} records")
+        rec, off = decode_record(buf[:body_end], off, node_id)
+        if rec.seq <= last:
+            raise CodecError("bad_order", f"seq {rec.seq} after {last}")
+        last = rec.seq
+        records.append(rec)
+    if off != body_end:
+        raise CodecError("trailing_bytes", f"{body_end - off} bytes")
+    return node_id, records
+
+
+# ---- acks ----------------------------------------------------------------------------------
+
+
+def encode_ack(acked_seq: int, time_ms: int | None) -> bytes:
+    flags = 1 if time_ms is not None else 0
+    return ACK_BODY.pack(ACK_MAGIC, VERSION, flags, acked_seq, time_ms or 0)
+
+
+def decode_ack(buf: bytes) -> Ack:
+    if len(buf) != ACK_BODY.size:
+        raise CodecError("bad_length", f"ack of {len(buf)} bytes")
+    magic, ver, flags, seq, time_ms = ACK_BODY.unpack(buf)
+    if magic != ACK_MAGIC:
+        raise CodecError("bad_magic", magic.hex())
+    if ver != VERSION:
+        raise CodecError("bad_version", str(ver))
+    return Ack(seq, time_ms if flags & 1 else None)
+
+
+# ---- serial frames -------------------------------------------------------------------------
+
+
+def encode_frame(ftype: int, payload: bytes) -> bytes:
+    if len(payload) > MAX_FRAME_PAYLOAD:
+        raise CodecError("too_large", f"frame payload {len(payload)}")
+    head = FRAME_HEAD.pack(FRAME_SYNC, ftype, len(payload))
+    return head + payload + struct.pack("<I", zlib.crc32(head[2:] + payload))
+
+
+class FrameDecoder:
+    """Streaming de-framer: feed bytes, get (type, payload) frames; garbage is counted.
+
+    Resynchronises after garbage or a broken frame by dropping one byte and scanning on.
+    Memory stays bounded: at most one maximal frame is buffered.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.frames = 0
+        self.garbage_bytes = 0
+        self.bad_crc = 0
+        self.bad_length = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        out: list[tuple[int, bytes]] = []
+        buf = self._buf
+        pos = 0
+        while True:
+            i = buf.find(FRAME_SYNC, pos)
+            if i < 0:
+                # keep a trailing first sync byte; the rest is garbage
+                keep = 1 if buf and buf[-1] == FRAME_SYNC[0] else 0
+                self.garbage_bytes += len(buf) - pos - keep
+                pos = len(buf) - keep
+                break
+            self.garbage_bytes += i - pos
+            pos = i
+            if len(buf) - pos < FRAME_HEAD.size:
+                break
+            _, ftype, length = FRAME_HEAD.unpack_from(buf, pos)
+            if length > MAX_FRAME_PAYLOAD or ftype not in FRAME_TYPES:
+                self.bad_length += 1
+                self.garbage_bytes += 1
+                pos += 1
+                continue
+            end = pos + FRAME_HEAD.size + length + 4
+            if len(buf) < end:
+                break
+            (crc,) = struct.unpack_from("<I", buf, end - 4)
+            if zlib.crc32(buf[pos + 2 : end - 4]) != crc:
+                self.bad_crc += 1
+                self.garbage_bytes += 1
+                pos += 1
+                continue
+            out.append((ftype, bytes(buf[pos + FRAME_HEAD.size : end - 4])))
+            self.frames += 1
+            pos = end
+        del buf[:pos]
+        return out
