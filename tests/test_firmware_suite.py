@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.mpvm import FIRMWARE, run_micropython
+from tests.mpvm import FIRMWARE, REPO, mp_env, run_micropython
 
 MODULES = sorted((FIRMWARE / "tests").glob("test_*.py"))
 
@@ -23,7 +23,8 @@ def _heap(path) -> str:
 
 @pytest.mark.parametrize("module", MODULES, ids=[m.stem for m in MODULES])
 def test_firmware_module(module, tmp_path):
-    proc = run_micropython(module, heap=_heap(module), cwd=tmp_path, timeout=300)
+    env = mp_env(home=tmp_path, VIBEKIT_REPO=str(REPO))
+    proc = run_micropython(module, heap=_heap(module), cwd=tmp_path, timeout=300, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "OK" in proc.stdout, out
