@@ -1,0 +1,158 @@
+"""The ingest pipeline: batches from any input -> validate -> historian -> tags -> ack.
+
+Inputs hand raw payloads to `submit()` from their own threads. One worker thread decodes them,
+commits everything it has in one transaction (group commit), applies the new records to the
+tag store and only then acknowledges each batch through the input's `reply` callback.
+Nothing is acknowledged that is not committed; a bad batch is counted and dropped whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from host_bridge import codec
+from host_bridge.metrics import Counters
+from host_bridge.model import Record
+from host_bridge.store import Historian
+from host_bridge.tags import TagStore, now_ms
+
+log = logging.getLogger("host_bridge.ingest")
+
+Reply = Callable[[str, int], None]  # reply(node_id, acked_seq)
+
+
+@dataclass
+class Inbound:
+    payload: bytes
+    source: str  # "mqtt" or "serial:<port>"
+    expected_node: str | None  # node id the topic / serial session vouches for
+    reply: Reply | None
+    received_ms: int = 0
+
+
+class Ingest:
+    def __init__(
+        self,
+        historian: Historian,
+        tags: TagStore,
+        counters: Counters,
+        known_nodes: set[str] | None = None,
+        max_queue: int = 20000,
+        max_group: int = 512,
+    ) -> None:
+        self.historian = historian
+        self.tags = tags
+        self.counters = counters
+        self.known_nodes = known_nodes  # None: accept any node id
+        self._q: queue.Queue[Inbound | None] = queue.Queue(maxsize=max_queue)
+        self._max_group = max_group
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- inputs call this -----------------------------------------------------------------
+
+    def submit(self, msg: Inbound) -> bool:
+        """Queue a payload; False (and a counter) when the queue is full."""
+        if not msg.received_ms:
+            msg.received_ms = now_ms()
+        try:
+            self._q.put_nowait(msg)
+            return True
+        except queue.Full:
+            self.counters.inc("ingest_queue_full")
+            return False
+
+    # -- worker ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued (commit and ack it), then stop."""
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._q.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            group: list[Inbound] = []
+            stop = first is None
+            if first is not None:
+                group.append(first)
+            while len(group) < self._max_group:
+                try:
+                    m = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if m is None:
+                    stop = True
+                    continue
+                group.append(m)
+            if group:
+                try:
+                    self.process(group)
+                except Exception:  # keep the bridge up; the nodes will resend
+                    log.exception("ingest group of %d failed; nothing acked", len(group))
+                    self.counters.inc("ingest_errors")
+            if stop and self._q.empty():
+                return
+
+    def process(self, group: list[Inbound]) -> None:
+        """Decode, store, apply and ack one group of inbound payloads (synchronously)."""
+        accepted: list[tuple[Inbound, str, list[Record]]] = []
+        records: list[Record] = []
+        for m in group:
+            decoded = self.decode(m)
+            if decoded is None:
+                continue
+            node_id, recs = decoded
+            accepted.append((m, node_id, recs))
+            records.extend(recs)
+        new = self.historian.insert(records) if records else []
+        self.counters.inc("records_stored", len(new))
+        self.counters.inc("records_duplicate", len(records) - len(new))
+        if new:
+            self.tags.apply(new)
+        for m, node_id, recs in accepted:
+            self.counters.inc("batches_ok")
+            if m.reply is None:
+                continue
+            seq = recs[-1].seq if recs else self.historian.max_seq(node_id)
+            try:
+                m.reply(node_id, seq)
+                self.counters.inc("acks_sent")
+            except Exception as e:  # the link dropped; the node will resend and we dedupe
+                log.warning("ack to %s via %s failed: %s", node_id, m.source, e)
+                self.counters.inc("acks_failed")
+
+    def decode(self, m: Inbound) -> tuple[str, list[Record]] | None:
+        try:
+            node_id, recs = codec.decode_batch(m.payload)
+        except codec.CodecError as e:
+            self.counters.inc(f"rejected_{e.reason}")
+            self.counters.inc("batches_rejected")
+            log.warning("rejected batch from %s: %s", m.source, e)
+            return None
+        if m.expected_node is not None and node_id != m.expected_node:
+            self.counters.inc("rejected_node_mismatch")
+            self.counters.inc("batches_rejected")
+            log.warning("rejected batch from %s: node id %r does not match %r", m.source, node_id, m.expected_node)
+            return None
+        if self.known_nodes is not None and node_id not in self.known_nodes:
+            self.counters.inc("rejected_unknown_node")
+            self.counters.inc("batches_rejected")
+            log.warning("rejected batch from %s: unknown node %r (not in the config)", m.source, node_id)
+            return None
+        stamped = [dataclasses.replace(r, received_ms=m.received_ms, source=m.source) for r in recs]
+        self.counters.inc("records_in", len(stamped))
+        return node_id, stamped

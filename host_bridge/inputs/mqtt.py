@@ -1,0 +1,116 @@
+"""MQTT input (paho-mqtt 2.x): `{prefix}/+/data` batches in, acks out, node state from the will.
+
+Topic layout: docs/protocol.md section 4. The bridge keeps a persistent session (fixed client
+id, clean_session false) so QoS 1 batches published while it was away are delivered when it
+comes back; paho reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import paho.mqtt.client as mqtt
+
+from host_bridge import codec
+from host_bridge.config import MqttConfig
+from host_bridge.ingest import Inbound, Ingest
+from host_bridge.metrics import Counters
+from host_bridge.tags import TagStore, now_ms
+
+log = logging.getLogger("host_bridge.mqtt")
+
+MAX_PAYLOAD = codec.MAX_BATCH
+
+
+class MqttInput:
+    def __init__(self, cfg: MqttConfig, ingest: Ingest, tags: TagStore, counters: Counters) -> None:
+        self.cfg = cfg
+        self.ingest = ingest
+        self.tags = tags
+        self.counters = counters
+        self.prefix = cfg.prefix
+        self._levels = len(self.prefix.split("/"))
+        self.connected = threading.Event()
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        if cfg.username:
+            c.username_pw_set(cfg.username, cfg.password)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.reconnect_delay_set(min_delay=1, max_delay=10)
+        c.max_queued_messages_set(0)
+        self.client = c
+
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    # -- paho callbacks (paho's network thread) -------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.counters.inc("mqtt_connect_refused")
+            log.error("broker %s:%d refused the bridge: %s", self.cfg.host, self.cfg.port, reason_code)
+            return
+        client.subscribe([(f"{self.prefix}/+/data", 1), (f"{self.prefix}/+/state", 1)])
+        self.counters.inc("mqtt_connects")
+        self.connected.set()
+        log.info("connected to broker %s:%d, prefix %s", self.cfg.host, self.cfg.port, self.prefix)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        self.counters.inc("mqtt_disconnects")
+        log.warning("disconnected from broker: %s", reason_code)
+
+    def _node_of(self, topic: str) -> tuple[str, str] | None:
+        parts = topic.split("/")
+        if len(parts) != self._levels + 2:
+            return None
+        return parts[-2], parts[-1]
+
+    def _on_message(self, client, userdata, msg) -> None:
+        where = self._node_of(msg.topic)
+        if where is None:
+            self.counters.inc("mqtt_bad_topic")
+            return
+        node_id, kind = where
+        if kind == "data":
+            if len(msg.payload) > MAX_PAYLOAD:
+                self.counters.inc("rejected_too_large")
+                self.counters.inc("batches_rejected")
+                log.warning("rejected %d-byte message on %s: over %d", len(msg.payload), msg.topic, MAX_PAYLOAD)
+                return
+            self.ingest.submit(Inbound(bytes(msg.payload), "mqtt", node_id, self._reply, now_ms()))
+        elif kind == "state":
+            self._on_state(node_id, msg.payload)
+
+    def _on_state(self, node_id: str, payload: bytes) -> None:
+        if not payload:
+            return  # a cleared retained message
+        try:
+            state = json.loads(payload.decode("utf-8"))
+            online = state["state"] == "online"
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            self.counters.inc("mqtt_bad_state")
+            log.warning("bad state message from %s: %r", node_id, payload[:80])
+            return
+        if self.ingest.known_nodes is not None and node_id not in self.ingest.known_nodes:
+            self.counters.inc("rejected_unknown_node")
+            return
+        self.tags.set_online(node_id, online)
+
+    def _reply(self, node_id: str, seq: int) -> None:
+        self.client.publish(f"{self.prefix}/{node_id}/ack", codec.encode_ack(seq, now_ms()), qos=1)

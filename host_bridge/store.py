@@ -1,0 +1,134 @@
+"""The historian: every accepted record, durably, once per (node, seq).
+
+SQLite in WAL mode with synchronous=FULL: when insert() returns, the records survive a crash
+of the process or of the machine, so the bridge may acknowledge them. Another store can
+replace this one by implementing the Historian protocol.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from host_bridge.model import FLAG_CLOCK_SYNCED, Record
+
+
+class Historian(Protocol):
+    def insert(self, records: Sequence[Record]) -> list[Record]: ...
+    def max_seq(self, node_id: str) -> int: ...
+    def history(
+        self, node_id: str, start_ms: int, end_ms: int, kind: int = 0, limit: int | None = None
+    ) -> list[Record]: ...
+    def close(self) -> None: ...
+
+
+def source_time_ms(r: Record) -> int:
+    """The record's time: the device's clock when it was synced, else when the bridge got it."""
+    return r.device_time_ms if r.flags & FLAG_CLOCK_SYNCED else r.received_ms
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    node TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    boot INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    ts_s INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    source_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    vals BLOB NOT NULL,
+    PRIMARY KEY (node, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_time ON records (node, kind, source_ms);
+"""
+
+
+class SqliteHistorian:
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()  # one writer; readers use their own connection
+        self._reader = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._rlock = threading.Lock()
+
+    def insert(self, records: Sequence[Record]) -> list[Record]:
+        """Store records in one transaction; returns those that were new (not duplicates)."""
+        if not records:
+            return []
+        new: list[Record] = []
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for r in records:
+                    cur.execute(
+                        "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            r.node_id, r.seq, r.boot, r.kind, r.flags, r.ts_s, r.ts_ms,
+                            source_time_ms(r), r.received_ms, r.source,
+                            struct.pack(f"<{len(r.values)}f", *r.values),
+                        ),
+                    )
+                    if cur.rowcount == 1:
+                        new.append(r)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return new
+
+    def max_seq(self, node_id: str) -> int:
+        with self._rlock:
+            row = self._reader.execute("SELECT MAX(seq) FROM records WHERE node=?", (node_id,)).fetchone()
+        return int(row[0] or 0)
+
+    def count(self, node_id: str | None = None) -> int:
+        with self._rlock:
+            if node_id is None:
+                return int(self._reader.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            return int(self._reader.execute("SELECT COUNT(*) FROM records WHERE node=?", (node_id,)).fetchone()[0])
+
+    def seqs(self, node_id: str) -> list[int]:
+        with self._rlock:
+            return [r[0] for r in self._reader.execute("SELECT seq FROM records WHERE node=? ORDER BY seq", (node_id,))]
+
+    def nodes(self) -> list[str]:
+        with self._rlock:
+            return [r[0] for r in self._reader.execute("SELECT DISTINCT node FROM records ORDER BY node")]
+
+    def history(
+        self, node_id: str, start_ms: int, end_ms: int, kind: int = 0, limit: int | None = None
+    ) -> list[Record]:
+        q = (
+            "SELECT node, seq, boot, kind, flags, ts_s, ts_ms, received_ms, source, vals FROM records "
+            "WHERE node=? AND kind=? AND source_ms>=? AND source_ms<=? ORDER BY source_ms, seq"
+        )
+        args: list = [node_id, kind, start_ms, end_ms]
+        if limit:
+            q += " LIMIT ?"
+            args.append(int(limit))
+        with self._rlock:
+            rows = self._reader.execute(q, args).fetchall()
+        return [_row_record(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock, self._rlock:
+            self._db.close()
+            self._reader.close()
+
+
+def _row_record(row: Iterable) -> Record:
+    node, seq, boot, kind, flags, ts_s, ts_ms, received_ms, source, vals = row
+    values = struct.unpack(f"<{len(vals) // 4}f", vals)
+    return Record(node, seq, boot, kind, flags, ts_s, ts_ms, values, received_ms, source)
