@@ -1,0 +1,1 @@
+"""Outputs: tag servers that read the TagStore (Modbus TCP, OPC UA); they never touch inputs."""
