@@ -125,22 +125,25 @@ class FileFlash:
         self._f.close()
 
 
-def _exists(path):
+def _size(path):
     try:
-        os.stat(path)
-        return True
+        return os.stat(path)[6]
     except OSError:
-        return False
+        return None
 
 
 def mount_flash(image_path, mountpoint="/flash", block_size=4096, blocks=256, nor=True):
     """Mount the image at `mountpoint` as littlefs v2; mkfs a new image first.
 
     An existing image is mounted as it is (that is how the virtual board keeps its flash
-    across restarts and power cuts); a missing one is created erased and formatted.
+    across restarts and power cuts; its size gives the block count); a missing one is created
+    erased and formatted. A mount that fails raises: the image is never silently reformatted.
     Returns the block device (its counters measure flash traffic).
     """
-    new = not _exists(image_path)
+    size = _size(image_path)
+    new = size is None
+    if not new:
+        blocks = size // block_size
     bdev = FileFlash(image_path, block_size, blocks, create=new, nor=nor)
     if new:
         vfs.VfsLfs2.mkfs(bdev)
