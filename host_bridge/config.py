@@ -41,6 +41,7 @@ class MqttConfig:
     username: str | None = None
     password: str | None = None
     keepalive: int = 30
+    session_expiry_s: int = 86400  # broker keeps our subscriptions and queued batches this long
     embedded_broker: bool = False  # start mosquitto (or amqtt) ourselves
 
 
@@ -148,6 +149,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
         username=_take(m, "username", str, None, src, "mqtt."),
         password=_take(m, "password", str, None, src, "mqtt."),
         keepalive=_take(m, "keepalive", int, d.keepalive, src, "mqtt."),
+        session_expiry_s=_take(m, "session_expiry_s", int, d.session_expiry_s, src, "mqtt."),
         embedded_broker=_take(m, "embedded_broker", bool, d.embedded_broker, src, "mqtt."),
     )
     if not cfg.mqtt.prefix or any(c in cfg.mqtt.prefix for c in "+#"):

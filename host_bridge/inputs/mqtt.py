@@ -2,7 +2,8 @@
 
 Topic layout: docs/protocol.md section 4. The bridge keeps a persistent session (fixed client
 id, clean_session false) so QoS 1 batches published while it was away are delivered when it
-comes back; paho reconnects by itself.
+comes back (MQTT 5 with a session expiry interval, `session_expiry_s`); paho reconnects by
+itself. Two bridges split one broker's nodes by prefix: each subscribes only under its own.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import threading
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from host_bridge import codec
 from host_bridge.config import MqttConfig
@@ -36,8 +39,7 @@ class MqttInput:
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
+            protocol=mqtt.MQTTv5,
         )
         if cfg.username:
             c.username_pw_set(cfg.username, cfg.password)
@@ -49,7 +51,11 @@ class MqttInput:
         self.client = c
 
     def start(self) -> None:
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        self.client.connect_async(
+            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, clean_start=False, properties=props
+        )
         self.client.loop_start()
 
     def stop(self) -> None:
