@@ -297,7 +297,11 @@ class RegisterMap:
         return [lo, hi] if self._swap else [hi, lo]
 
     def encode_floats(self, values: list[float]) -> list[int]:
-        words = list(self._f32_words.unpack(self._f32.pack(*values)))
+        if len(values) == len(self.values):
+            words = list(self._f32_words.unpack(self._f32.pack(*values)))
+        else:
+            n = len(values)
+            words = list(struct.unpack(f">{2 * n}H", struct.pack(f">{n}f", *values)))
         if self._swap:
             words[0::2], words[1::2] = words[1::2], words[0::2]
         return words
