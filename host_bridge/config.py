@@ -6,6 +6,7 @@ defaults of the demo: everything on loopback.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,26 @@ class OpcUaConfig:
 
 
 @dataclass
+class WebConfig:
+    """The read-only status page, JSON API and Prometheus /metrics (host_bridge/web.py)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # anything but loopback requires username and password
+    port: int = 8780
+    username: str | None = None
+    password: str | None = None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
 class BridgeConfig:
     data_dir: Path = Path("var")
     stale_after_s: float = 30.0
@@ -86,6 +107,7 @@ class BridgeConfig:
     serial: list[SerialConfig] = field(default_factory=list)
     modbus: ModbusConfig = field(default_factory=ModbusConfig)
     opcua: OpcUaConfig = field(default_factory=OpcUaConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = "<defaults>"
 
     def node(self, node_id: str) -> NodeConfig | None:
@@ -115,6 +137,20 @@ def _check_keys(section: dict, allowed: set[str], src: str, path: str) -> None:
             raise ConfigError(src, f"{path}{k}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
+def _table(data: dict, key: str, src: str) -> dict:
+    v = data.get(key, {})
+    if not isinstance(v, dict):
+        raise ConfigError(src, key, f"must be a table ([{key}]), got {type(v).__name__}")
+    return v
+
+
+def _tables(data: dict, key: str, src: str) -> list[dict]:
+    v = data.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+        raise ConfigError(src, key, f"must be an array of tables ([[{key}]])")
+    return v
+
+
 def _port(v: int, src: str, key: str) -> int:
     if not 0 <= v <= 65535:
         raise ConfigError(src, key, f"port must be 0..65535, got {v}")
@@ -123,11 +159,11 @@ def _port(v: int, src: str, key: str) -> int:
 
 def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     src = source
-    top = {"bridge", "mqtt", "serial", "modbus", "opcua", "nodes"}
+    top = {"bridge", "mqtt", "serial", "modbus", "opcua", "web", "nodes"}
     _check_keys(data, top, src, "")
     cfg = BridgeConfig(source=source)
 
-    b = data.get("bridge", {})
+    b = _table(data, "bridge", src)
     _check_keys(b, {"data_dir", "stale_after_s", "offline_after_s", "accept_unknown_nodes"}, src, "bridge.")
     cfg.data_dir = Path(_take(b, "data_dir", str, "var", src, "bridge."))
     cfg.stale_after_s = _take(b, "stale_after_s", float, 30.0, src, "bridge.")
@@ -136,7 +172,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     if cfg.stale_after_s <= 0 or cfg.offline_after_s <= cfg.stale_after_s:
         raise ConfigError(src, "bridge.offline_after_s", "must be > stale_after_s > 0")
 
-    m = data.get("mqtt", {})
+    m = _table(data, "mqtt", src)
     keys = set(MqttConfig.__dataclass_fields__)
     _check_keys(m, keys, src, "mqtt.")
     d = MqttConfig()
@@ -155,9 +191,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     if not cfg.mqtt.prefix or any(c in cfg.mqtt.prefix for c in "+#"):
         raise ConfigError(src, "mqtt.prefix", "must be a non-empty topic without wildcards")
 
-    ser = data.get("serial", [])
-    if not isinstance(ser, list):
-        raise ConfigError(src, "serial", "must be an array of tables ([[serial]])")
+    ser = _tables(data, "serial", src)
     for i, s in enumerate(ser):
         p = f"serial[{i}]."
         _check_keys(s, {"port", "baudrate", "node"}, src, p)
@@ -171,7 +205,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
             )
         )
 
-    mb = data.get("modbus", {})
+    mb = _table(data, "modbus", src)
     _check_keys(mb, set(ModbusConfig.__dataclass_fields__), src, "modbus.")
     dm = ModbusConfig()
     cfg.modbus = ModbusConfig(
@@ -188,7 +222,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     if cfg.modbus.layout not in ("unit", "stride"):
         raise ConfigError(src, "modbus.layout", f"must be 'unit' or 'stride', got {cfg.modbus.layout!r}")
 
-    ou = data.get("opcua", {})
+    ou = _table(data, "opcua", src)
     _check_keys(ou, set(OpcUaConfig.__dataclass_fields__), src, "opcua.")
     do = OpcUaConfig()
     users = ou.get("users", {})
@@ -210,9 +244,24 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     if not cfg.opcua.endpoint.startswith("opc.tcp://"):
         raise ConfigError(src, "opcua.endpoint", "must start with opc.tcp://")
 
-    nodes = data.get("nodes", [])
-    if not isinstance(nodes, list):
-        raise ConfigError(src, "nodes", "must be an array of tables ([[nodes]])")
+    w = data.get("web", {})
+    _check_keys(w, set(WebConfig.__dataclass_fields__), src, "web.")
+    dw = WebConfig()
+    cfg.web = WebConfig(
+        enabled=_take(w, "enabled", bool, dw.enabled, src, "web."),
+        host=_take(w, "host", str, dw.host, src, "web."),
+        port=_port(_take(w, "port", int, dw.port, src, "web."), src, "web.port"),
+        username=_take(w, "username", str, None, src, "web."),
+        password=_take(w, "password", str, None, src, "web."),
+    )
+    if (cfg.web.username is None) != (cfg.web.password is None) or cfg.web.password == "":
+        raise ConfigError(src, "web.password", "username and a non-empty password go together")
+    if cfg.web.enabled and not is_loopback(cfg.web.host) and not cfg.web.password:
+        raise ConfigError(
+            src, "web.host", f"{cfg.web.host!r} is not loopback: set web.username and web.password (HTTP basic auth)"
+        )
+
+    nodes = _tables(data, "nodes", src)
     seen_ids: set[str] = set()
     seen_units: set[int] = set()
     for i, n in enumerate(nodes):

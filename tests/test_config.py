@@ -1,0 +1,68 @@
+"""Config errors name the file, the key and the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from host_bridge.config import ConfigError, load_config
+
+GOOD = """
+[bridge]
+data_dir = "data"
+[mqtt]
+port = 1884
+prefix = "plant1/hall2"
+[modbus]
+word_order = "cdab"
+[[nodes]]
+id = "pump-01"
+unit_id = 3
+iso_limits = [1.4, 2.8, 4.5]
+[[serial]]
+port = "/dev/serial/by-id/usb-node"
+node = "pump-01"
+"""
+
+
+def test_good_config_loads_with_paths_relative_to_the_file(tmp_path):
+    p = tmp_path / "b.toml"
+    p.write_text(GOOD)
+    cfg = load_config(p)
+    assert cfg.data_dir == (tmp_path / "data").resolve()
+    assert cfg.mqtt.port == 1884 and cfg.mqtt.prefix == "plant1/hall2"
+    assert cfg.modbus.word_order == "CDAB"
+    assert cfg.node("pump-01").unit_id == 3 and cfg.node("pump-01").iso_limits == (1.4, 2.8, 4.5)
+    assert cfg.serial[0].node == "pump-01"
+
+
+@pytest.mark.parametrize(
+    "text, key, reason",
+    [
+        ("[mqtt]\nport = 70000\n", "mqtt.port", "0..65535"),
+        ("[mqtt]\nprot = 1\n", "mqtt.prot", "unknown key"),
+        ("[modbus]\nword_order = 'BADC'\n", "modbus.word_order", "ABCD or CDAB"),
+        ("[[nodes]]\nid = 'a b'\n", "nodes[0].id", "must be 1-32"),
+        ("[[nodes]]\nid = 'a'\n[[nodes]]\nid = 'a'\nunit_id = 2\n", "nodes[1].id", "duplicate"),
+        ("[[nodes]]\nid = 'a'\nunit_id = 300\n", "nodes[0].unit_id", "1..247"),
+        ("[[nodes]]\nid = 'a'\niso_limits = [3, 2, 1]\n", "nodes[0].iso_limits", "increasing"),
+        ("[[serial]]\nbaudrate = 9600\n", "serial[0].port", "required"),
+        ("bridge = 3\n", "bridge", "must be a table"),
+        ("[bridge]\nstale_after_s = 'soon'\n", "bridge.stale_after_s", "must be a number"),
+        ("[opcua]\nendpoint = 'http://x'\n", "opcua.endpoint", "opc.tcp://"),
+        ("[mqtt\n", "<syntax>", ""),
+    ],
+)
+def test_bad_config_names_file_key_and_reason(tmp_path, text, key, reason):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.source == str(p)
+    assert e.value.key == key
+    assert reason in e.value.reason
+    assert str(e.value).startswith(f"{p}: {key}: ")
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
