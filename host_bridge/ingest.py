@@ -53,6 +53,7 @@ class Ingest:
         self._max_group = max_group
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._last_seq: dict[str, int] = {}  # highest stored seq per node, for gap detection
 
     # -- inputs call this -----------------------------------------------------------------
 
@@ -118,10 +119,13 @@ class Ingest:
             node_id, recs = decoded
             accepted.append((m, node_id, recs))
             records.extend(recs)
+        for node_id in {r.node_id for r in records} - self._last_seq.keys():
+            self._last_seq[node_id] = self.historian.max_seq(node_id)  # 0: a node we never saw
         new = self.historian.insert(records) if records else []
         self.counters.inc("records_stored", len(new))
         self.counters.inc("records_duplicate", len(records) - len(new))
         if new:
+            self._count_gaps(new)
             self.tags.apply(new)
         for m, node_id, recs in accepted:
             self.counters.inc("batches_ok")
@@ -134,6 +138,18 @@ class Ingest:
             except Exception as e:  # the link dropped; the node will resend and we dedupe
                 log.warning("ack to %s via %s failed: %s", node_id, m.source, e)
                 self.counters.inc("acks_failed")
+
+    def _count_gaps(self, new: list[Record]) -> None:
+        """Nodes forward oldest first, so a jump in seq is records that will never come."""
+        for r in sorted(new, key=lambda r: (r.node_id, r.seq)):
+            last = self._last_seq.get(r.node_id, 0)
+            if last and r.seq > last + 1:
+                missing = r.seq - last - 1
+                self.counters.inc("seq_gaps", missing)
+                self.tags.add_gaps(r.node_id, missing)
+                log.warning("node %s skipped %d records before seq %d", r.node_id, missing, r.seq)
+            if r.seq > last:
+                self._last_seq[r.node_id] = r.seq
 
     def decode(self, m: Inbound) -> tuple[str, list[Record]] | None:
         try:

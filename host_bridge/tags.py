@@ -43,7 +43,7 @@ class NodeState:
     status_ms: int | None = None
     online: bool | None = None  # None: unknown (no state message yet)
     records: int = 0
-    gaps: int = 0  # missing seq numbers seen in live order
+    gaps: int = 0  # sequence numbers skipped by the node (quota drops, losses)
     version: int = 0  # bumps on every change
 
     def copy(self) -> NodeState:
@@ -87,8 +87,6 @@ class TagStore:
                     st = self._nodes[r.node_id] = NodeState(r.node_id)
                 st.records += 1
                 if r.seq > st.last_seq:
-                    if st.last_seq and r.seq > st.last_seq + 1 and not r.historical:
-                        st.gaps += r.seq - st.last_seq - 1
                     st.last_seq = r.seq
                     st.boot = r.boot
                 src = r.device_time_ms if r.clock_synced else (r.received_ms or t)
@@ -110,6 +108,14 @@ class TagStore:
                 changed.add(r.node_id)
         self._notify(changed)
         return changed
+
+    def add_gaps(self, node_id: str, missing: int) -> None:
+        """Count sequence numbers that will never arrive (found by the ingest pipeline)."""
+        with self._lock:
+            st = self._nodes.setdefault(node_id, NodeState(node_id))
+            st.gaps += missing
+            st.version += 1
+        self._notify({node_id})
 
     def set_online(self, node_id: str, online: bool) -> None:
         with self._lock:

@@ -9,7 +9,9 @@ from host_bridge.config import BridgeConfig, parse_config
 from host_bridge.service import Bridge
 
 
-def make_config(tmp_path, nodes, mqtt_port=None, serial=(), modbus_port=None, opcua_port=None, **bridge) -> BridgeConfig:
+def make_config(
+    tmp_path, nodes, mqtt_port=None, serial=(), modbus_port=None, opcua_port=None, web_port=None, **bridge
+) -> BridgeConfig:
     data: dict = {
         "bridge": {"data_dir": str(tmp_path / "bridge"), **bridge},
         "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": f"bridge-{tmp_path.name}"},
@@ -20,6 +22,7 @@ def make_config(tmp_path, nodes, mqtt_port=None, serial=(), modbus_port=None, op
             "allow_anonymous": True,
             "allow_none_security": True,
         },
+        "web": {"enabled": web_port is not None, "port": web_port or 0},
         "nodes": [n if isinstance(n, dict) else {"id": n} for n in nodes],
         "serial": [s if isinstance(s, dict) else {"port": s} for s in serial],
     }

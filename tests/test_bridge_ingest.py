@@ -120,3 +120,28 @@ def test_serial_hello_batches_acks_and_garbage(tmp_path):
         wait_for(lambda: bridge.counters.get("rejected_node_mismatch") == 1)
     os.close(master)
     os.close(slave)
+
+
+def test_sequence_gaps_are_counted_per_node(tmp_path, broker):
+    cfg = make_config(tmp_path, ["n1"], mqtt_port=broker.port)
+    with BridgeThread(cfg) as bridge:
+        assert bridge.mqtt.connected.wait(10)
+        node = Node(broker.port, "n1")
+        time.sleep(0.3)
+        node.send(codec.encode_batch("n1", [rec(5), rec(6)]))  # first sight: no gap
+        node.send(codec.encode_batch("n1", [rec(9), rec(10), rec(14)]))  # 7, 8 and 11-13 missing
+        wait_for(lambda: 14 in node.acks)
+        node.send(codec.encode_batch("n1", [rec(9)]))  # a resend is no gap
+        wait_for(lambda: node.acks.count(9) == 1 and len(node.acks) == 3)
+        node.close()
+        assert bridge.counters.get("seq_gaps") == 5
+        assert bridge.tags.get("n1").gaps == 5
+    # after a bridge restart the baseline comes from the historian
+    with BridgeThread(cfg) as bridge:
+        assert bridge.mqtt.connected.wait(10)
+        node = Node(broker.port, "n1")
+        time.sleep(0.3)
+        node.send(codec.encode_batch("n1", [rec(16)]))
+        wait_for(lambda: 16 in node.acks)
+        node.close()
+        assert bridge.counters.get("seq_gaps") == 1
