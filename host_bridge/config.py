@@ -244,7 +244,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     if not cfg.opcua.endpoint.startswith("opc.tcp://"):
         raise ConfigError(src, "opcua.endpoint", "must start with opc.tcp://")
 
-    w = data.get("web", {})
+    w = _table(data, "web", src)
     _check_keys(w, set(WebConfig.__dataclass_fields__), src, "web.")
     dw = WebConfig()
     cfg.web = WebConfig(

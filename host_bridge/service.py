@@ -33,6 +33,7 @@ class Bridge:
         self.outputs: list[Any] = []
         self.modbus: Any = None
         self.opcua: Any = None
+        self.web: Any = None  # host_bridge.web.WebServer: status page, JSON API, /metrics
 
     async def start(self) -> None:
         self.ingest.start()
@@ -48,6 +49,11 @@ class Bridge:
             self.opcua = OpcUaOutput(self.cfg, self.tags, self.historian)
             await self.opcua.start()
             self.outputs.append(self.opcua)
+        if self.cfg.web.enabled:
+            from host_bridge.web import WebServer
+
+            self.web = WebServer(self)
+            self.web.start()  # a port in use is logged and counted; it never stops the bridge
         if self.mqtt:
             self.mqtt.start()
         for s in self.serial:
@@ -68,6 +74,8 @@ class Bridge:
             except Exception:  # noqa: BLE001 - shutting down regardless
                 log.exception("stopping %s failed", type(o).__name__)
         self.outputs.clear()
+        if self.web:
+            await loop.run_in_executor(None, self.web.stop)
         self.historian.close()
         log.info("bridge stopped")
 
