@@ -1,0 +1,378 @@
+# Integer kernels for the feature fast path, compiled by the viper emitter.
+#
+# Every loop here works on preallocated int16 / int32 arrays and allocates nothing. The
+# arithmetic is written for a 32-bit MCU (ESP32, RP2040): every intermediate stays below 2**31
+# (the bound is noted beside each product), accumulators that could grow past that are kept
+# as two words (hi * 2**29 + lo). Pointer loads are zero-extended on the 64-bit unix port, so
+# signed values are sign-extended by hand: (v ^ 0x8000) - 0x8000 for int16, and
+# (v ^ B31) - B31 with B31 = 1 << 31 built at run time (it wraps to -2**31 on a 32-bit MCU,
+# where the identity still holds) for int32.
+#
+# Module-level constants are plain ints below 2**30 so they are small ints on every port.
+import micropython
+
+_LO_MASK = 0x1FFFFFFF  # two-word accumulators: value = hi * 2**29 + lo, 0 <= lo < 2**29
+
+
+@micropython.viper
+def clipped16(buf, n: int, fs: int) -> int:
+    """1 if any of the first n int16 samples is at or beyond +-fs, else 0."""
+    p = ptr16(buf)
+    lo = 0 - fs
+    i = 0
+    while i < n:
+        v = (int(p[i]) ^ 0x8000) - 0x8000
+        if v >= fs or v <= lo:
+            return 1
+        i += 1
+    return 0
+
+
+@micropython.viper
+def sum_min_max16(buf, n: int, res) -> int:
+    """res[0..2] = sum, min, max of the first n int16 samples (|sum| < 2**25 for n <= 1024)."""
+    p = ptr16(buf)
+    r = ptr32(res)
+    s = 0
+    mn = 32767
+    mx = -32768
+    i = 0
+    while i < n:
+        v = (int(p[i]) ^ 0x8000) - 0x8000
+        s += v
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+        i += 1
+    r[0] = s
+    r[1] = mn
+    r[2] = mx
+    return 0
+
+
+@micropython.viper
+def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, re, im,
+                   res) -> int:
+    """Mean-removed moments and the Hann-windowed FFT input of one axis.
+
+    d = ((x - m0) << lsh) - frac   (or (x - m0) >> rsh): |d| < 2**14 by choice of the shifts.
+    res[0] = sum d; res[1..2] = sum d**2 (hi, lo); res[3..6] = sum d**3 split as
+    sum d*qh (hi, lo) and sum d*ql (hi, lo); res[7..12] = sum d**4 split as sum qh**2,
+    sum qh*ql, sum ql**2 (hi, lo each), where q = d*d = qh * 2**14 + ql.
+    The windowed samples xw[i] = d * hann[i] (Q15 Hann from the quarter-wave cosine table of
+    length n) are packed for a half-length complex FFT: re[i/2] = xw[even i],
+    im[i/2] = xw[odd i]. Returns max |xw| (< 2**14).
+    """
+    p = ptr16(buf)
+    c = ptr32(qcos)
+    pr = ptr32(re)
+    pi = ptr32(im)
+    r = ptr32(res)
+    q1 = n >> 2
+    h = n >> 1
+    s1 = 0
+    s2h = 0
+    s2l = 0
+    s3ah = 0
+    s3al = 0
+    s3bh = 0
+    s3bl = 0
+    s4ah = 0
+    s4al = 0
+    s4bh = 0
+    s4bl = 0
+    s4ch = 0
+    s4cl = 0
+    mx = 0
+    i = 0
+    while i < n:
+        v = (int(p[i]) ^ 0x8000) - 0x8000
+        d = v - m0
+        if rsh:
+            d = d >> rsh
+        else:
+            d = (d << lsh) - frac
+        s1 += d
+        q = d * d  # < 2**28
+        s2l += q
+        s2h += s2l >> 29
+        s2l &= 0x1FFFFFFF
+        qh = q >> 14  # < 2**14
+        ql = q & 0x3FFF
+        s3al += d * qh  # |.| < 2**28
+        s3ah += s3al >> 29  # arithmetic shift: floor, so negative sums split right too
+        s3al &= 0x1FFFFFFF
+        s3bl += d * ql
+        s3bh += s3bl >> 29
+        s3bl &= 0x1FFFFFFF
+        s4al += qh * qh
+        s4ah += s4al >> 29
+        s4al &= 0x1FFFFFFF
+        s4bl += qh * ql
+        s4bh += s4bl >> 29
+        s4bl &= 0x1FFFFFFF
+        s4cl += ql * ql
+        s4ch += s4cl >> 29
+        s4cl &= 0x1FFFFFFF
+        # Hann window w = (1 - cos(2 pi i / n)) / 2 in Q15 from the quarter-wave table
+        k = i
+        if k > h:
+            k = n - k
+        if k <= q1:
+            cs = int(c[k])
+        else:
+            cs = 0 - int(c[h - k])
+        w = (32768 - cs) >> 1  # 0..32768
+        x = (d * w + 16384) >> 15  # |d * w| < 2**29
+        if i & 1:
+            pi[i >> 1] = x
+        else:
+            pr[i >> 1] = x
+        if x < 0:
+            x = 0 - x
+        if x > mx:
+            mx = x
+        i += 1
+    r[0] = s1
+    r[1] = s2h
+    r[2] = s2l
+    r[3] = s3ah
+    r[4] = s3al
+    r[5] = s3bh
+    r[6] = s3bl
+    r[7] = s4ah
+    r[8] = s4al
+    r[9] = s4bh
+    r[10] = s4bl
+    r[11] = s4ch
+    r[12] = s4cl
+    return mx
+
+
+@micropython.viper
+def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
+    """In-place radix-2 DIT complex FFT of length n on int32 arrays with block floating
+    point; qcos is the quarter-wave cosine table of a length-nt transform (nt >= n).
+
+    Invariant before each stage: every component < 2**15 (mx is the current maximum). A
+    butterfly output component is at most (1 + sqrt 2) * mx, so a stage shifts its outputs
+    right by sh = 0, 1 or 2, the least that keeps (1 + sqrt 2) * mx / 2**sh < 2**15.
+    Twiddles are Q15 (+-32768 = +-1); |br * wr + bi * ws| <= |b| |w| <= sqrt(2) * 2**30.
+    Returns the block exponent e: true spectrum = result * 2**e.
+    """
+    pr = ptr32(re)
+    pi = ptr32(im)
+    c = ptr32(qcos)
+    b31 = 1
+    b31 = b31 << 31
+    q1 = nt >> 2
+    h = nt >> 1
+    # bit-reversal permutation
+    hn = n >> 1
+    j = 0
+    i = 0
+    while i < n - 1:
+        if i < j:
+            t = pr[i]
+            pr[i] = pr[j]
+            pr[j] = t
+            t = pi[i]
+            pi[i] = pi[j]
+            pi[j] = t
+        k = hn
+        while k <= j:
+            j -= k
+            k >>= 1
+        j += k
+        i += 1
+    e = 0
+    size = 2
+    step = h  # twiddle index step in the nt table: nt / size
+    while size <= n:
+        half = size >> 1
+        sh = 0
+        if mx >= 13500:
+            sh = 1
+            if mx >= 27000:
+                sh = 2
+        e += sh
+        rnd = 0
+        if sh:
+            rnd = 1 << (sh - 1)
+        nmx = 0
+        jj = 0
+        tw = 0
+        while jj < half:
+            # w = exp(-2 pi j tw / n) = wr - j ws, from the quarter-wave table
+            if tw <= q1:
+                wr = int(c[tw])
+                ws = int(c[q1 - tw])
+            else:
+                wr = 0 - int(c[h - tw])
+                ws = int(c[tw - q1])
+            a = jj
+            while a < n:
+                b = a + half
+                br = (int(pr[b]) ^ b31) - b31
+                bi = (int(pi[b]) ^ b31) - b31
+                tr = (br * wr + bi * ws + 16384) >> 15
+                ti = (bi * wr - br * ws + 16384) >> 15
+                ar = (int(pr[a]) ^ b31) - b31
+                ai = (int(pi[a]) ^ b31) - b31
+                o1 = ar + tr
+                o2 = ai + ti
+                o3 = ar - tr
+                o4 = ai - ti
+                if sh:
+                    o1 = (o1 + rnd) >> sh
+                    o2 = (o2 + rnd) >> sh
+                    o3 = (o3 + rnd) >> sh
+                    o4 = (o4 + rnd) >> sh
+                pr[a] = o1
+                pi[a] = o2
+                pr[b] = o3
+                pi[b] = o4
+                if o1 < 0:
+                    o1 = 0 - o1
+                if o2 < 0:
+                    o2 = 0 - o2
+                if o3 < 0:
+                    o3 = 0 - o3
+                if o4 < 0:
+                    o4 = 0 - o4
+                if o1 > nmx:
+                    nmx = o1
+                if o2 > nmx:
+                    nmx = o2
+                if o3 > nmx:
+                    nmx = o3
+                if o4 > nmx:
+                    nmx = o4
+                a += size
+            jj += 1
+            tw += step
+        mx = nmx
+        size <<= 1
+        step >>= 1
+    return e
+
+
+@micropython.viper
+def real_power(re, im, m: int, qcos) -> int:
+    """Split the length-m complex FFT Z of the packed real signal into its length-2m
+    spectrum X[k], k = 0..m, and store one-sided powers p[k] = |X[k]|**2 / 4 (DC and Nyquist
+    halved) in im[k] (im holds m + 1 words). X is formed at half scale, so the true spectrum
+    is X * 2**(e + 1) with e the FFT block exponent.
+
+    X[k] = E + W**k O with E = (Z[k] + conj Z[m-k]) / 2, O = (Z[k] - conj Z[m-k]) / 2j and
+    W = exp(-j pi / m). Components of Z < 2**15, so the half-scale X < 1.21 * 2**15 and each
+    squared component < 2**31 before the >> 2. Returns the k >= 1 of the largest power.
+    """
+    pr = ptr32(re)
+    pi = ptr32(im)
+    c = ptr32(qcos)
+    b31 = 1
+    b31 = b31 << 31
+    q1 = m >> 1  # quarter of the length-2m table
+    best = 0
+    kbest = 1
+    k = 0
+    while k <= (m >> 1):
+        k2 = m - k
+        if k == 0:
+            k2 = 0
+        ar = (int(pr[k]) ^ b31) - b31
+        ai = (int(pi[k]) ^ b31) - b31
+        br = (int(pr[k2]) ^ b31) - b31
+        bi = (int(pi[k2]) ^ b31) - b31
+        # the pair (k, m - k) shares E and O up to conjugation
+        er = (ar + br + 2) >> 2
+        ei = (ai - bi + 2) >> 2
+        orr = (ai + bi + 2) >> 2
+        oi = (br - ar + 2) >> 2
+        if k <= q1:
+            wr = int(c[k])
+            ws = int(c[q1 - k])
+        else:
+            wr = 0 - int(c[m - k])
+            ws = int(c[k - q1])
+        tr = (wr * orr + ws * oi + 16384) >> 15
+        ti = (wr * oi - ws * orr + 16384) >> 15
+        xr = er + tr
+        xi = ei + ti
+        p = ((xr * xr) >> 2) + ((xi * xi) >> 2)
+        # X[m - k] = conj(E) + W**(m-k) conj(O)... = conj(E - W**k O)
+        yr = er - tr
+        yi = ti - ei
+        q = ((yr * yr) >> 2) + ((yi * yi) >> 2)
+        if k == 0:
+            p >>= 1  # DC
+            q >>= 1  # Nyquist, stored at index m
+            k2 = m
+        pi[k] = p
+        pi[k2] = q
+        if k > 0 and p > best:
+            best = p
+            kbest = k
+        if k2 != k and k2 > 0 and q > best:
+            best = q
+            kbest = k2
+        k += 1
+    return kbest
+
+
+@micropython.viper
+def band_sum(pw, k0: int, k1: int, res, at: int) -> int:
+    """res[at], res[at+1] = sum of pw[k0:k1] as (hi, lo) words (each pw < 2**30 + 1)."""
+    p = ptr32(pw)
+    r = ptr32(res)
+    hi = 0
+    lo = 0
+    k = k0
+    while k < k1:
+        lo += int(p[k])
+        hi += lo >> 29
+        lo &= 0x1FFFFFFF
+        k += 1
+    r[at] = hi
+    r[at + 1] = lo
+    return 0
+
+
+@micropython.viper
+def weighted_sum(pw, k0: int, k1: int, wm, we, res, at: int) -> int:
+    """Sum of pw[k] * wm[k-k0] * 2**-(14 + we[k-k0]) for k in k0..k1-1 as (hi, lo) words.
+
+    wm: Q14 mantissa in [2**13, 2**14) (uint16), we: exponent (uint8). pw < 2**30 is split
+    as ph * 2**14 + pl so each product stays < 2**30.
+    """
+    p = ptr32(pw)
+    m = ptr16(wm)
+    x = ptr8(we)
+    r = ptr32(res)
+    hi = 0
+    lo = 0
+    k = k0
+    while k < k1:
+        v = int(p[k])
+        j = k - k0
+        mm = int(m[j])
+        t = (v >> 14) * mm + (((v & 0x3FFF) * mm) >> 14)  # <= 2**30 + 2**14
+        sh = int(x[j])
+        if sh:
+            t = (t + (1 << (sh - 1))) >> sh
+        lo += t
+        hi += lo >> 29
+        lo &= 0x1FFFFFFF
+        k += 1
+    r[at] = hi
+    r[at + 1] = lo
+    return 0
+
+
+@micropython.viper
+def get32(buf, i: int) -> int:
+    """buf[i] of an int32 buffer holding a non-negative value < 2**30."""
+    p = ptr32(buf)
+    return int(p[i])
