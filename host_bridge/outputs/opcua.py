@@ -1,0 +1,622 @@
+"""OPC UA output: the TagStore as an asyncua address space with quality, timestamps and history.
+
+Address space (namespace `opcua.namespace`, string NodeIds):
+
+    Objects/<site>/<area>/<asset>/            FolderType, NodeId "plant:<site>/<area>/<asset>"
+      <node_id>/                             BaseObjectType, NodeId "<node_id>"
+        RMSVelocityX ...                     AnalogUnitRangeType (Float), NodeId "<node_id>.vel_rms_x"
+          EURange, EngineeringUnits          properties, NodeId "<node_id>.vel_rms_x.EURange" ...
+        Status/                              FolderType, NodeId "<node_id>.Status"
+          Online, Quality, LastSeq, ...      NodeId "<node_id>.Status.<Name>"
+
+Value StatusCodes: Good; Uncertain_LastUsableValue once stale; Bad_NoCommunication when the node
+is offline; Bad_WaitingForInitialData before the first value; Bad_SensorFailure when the window's
+fault flag covers a NaN value; Bad_NoDataAvailable for another NaN. SourceTimestamp is the
+node's (device) time of the window, never rewritten; ServerTimestamp is the bridge's time of the
+write. HistoryRead (raw) is served from the bridge's historian, in source-time order.
+
+Feeding: the TagStore listener (ingest thread) records changed node ids and wakes the updater
+on the loop; the updater builds every DataValue of a changed node and writes them in one tight
+loop with server.write_attribute_value. A refresher re-evaluates quality once a second and
+rewrites only nodes whose quality changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from asyncua import Server, ua
+from asyncua.server.history import HistoryStorageInterface
+
+from host_bridge.config import BridgeConfig
+from host_bridge.model import (
+    FLAG_ACCEL_FAULT,
+    FLAG_TEMP_FAULT,
+    KIND_MEASUREMENT,
+    KIND_STATUS,
+    Record,
+)
+from host_bridge.outputs.opcua_security import (
+    SECURE_POLICIES,
+    BridgeUserManager,
+    ReadOnlyRuleset,
+    TrustList,
+    ensure_server_certificate,
+)
+from host_bridge.outputs.register_map import DEFAULT_BANDS, value_specs
+from host_bridge.tags import NodeState, Quality, TagStore, now_ms
+
+log = logging.getLogger(__name__)
+
+CEFACT = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+# display unit -> (UNECE Rec 20 common code or None, symbol, description)
+UNITS: dict[str, tuple[str | None, str, str]] = {
+    "degC": ("CEL", "°C", "degree Celsius"),
+    "g": ("K40", "gn", "standard acceleration of free fall"),
+    "mm/s": ("C16", "mm/s", "millimetre per second"),
+    "Hz": ("HTZ", "Hz", "hertz"),
+    "1": ("C62", "1", "one"),
+    "s": ("SEC", "s", "second"),
+    "B": ("AD", "B", "byte"),
+    "dBm": (None, "dBm", "decibel-milliwatt (no UNECE code)"),
+}
+
+_STEM_NAMES = {
+    "acc_rms": "RMSAcceleration",
+    "vel_rms": "RMSVelocity",
+    "acc_peak": "PeakAcceleration",
+    "acc_p2p": "PeakToPeakAcceleration",
+    "crest": "CrestFactor",
+    "kurtosis": "Kurtosis",
+    "hf_rms": "HFRMSAcceleration",
+    "dom_freq": "DominantFrequency",
+    "dom_amp": "DominantAmplitude",
+}
+
+_STATUS_CODES = {
+    Quality.GOOD: ua.StatusCode(ua.StatusCodes.Good),
+    Quality.STALE: ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue),
+    Quality.OFFLINE: ua.StatusCode(ua.StatusCodes.BadNoCommunication),
+    Quality.INITIAL: ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData),
+}
+_SENSOR_FAILURE = ua.StatusCode(ua.StatusCodes.BadSensorFailure)
+_NO_DATA = ua.StatusCode(ua.StatusCodes.BadNoDataAvailable)
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_WAITING = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+
+
+def unece_unit_id(code: str) -> int:
+    """OPC UA Part 8 UnitId of a UNECE common code (characters packed big-endian)."""
+    uid = 0
+    for ch in code:
+        uid = (uid << 8) | ord(ch)
+    return uid
+
+
+def eu_information(unit: str) -> ua.EUInformation:
+    code, symbol, text = UNITS.get(unit, (None, unit, unit))
+    return ua.EUInformation(
+        NamespaceUri=CEFACT,
+        UnitId=unece_unit_id(code) if code else -1,
+        DisplayName=ua.LocalizedText(symbol),
+        Description=ua.LocalizedText(text),
+    )
+
+
+def browse_name(value_name: str) -> str:
+    """OPC 40400-style browse names: vel_rms_x -> RMSVelocityX, band2_y -> Band2RMSAccelerationY."""
+    if value_name == "temperature":
+        return "Temperature"
+    if value_name == "iso_zone":
+        return "ISOZone"
+    stem, axis = value_name.rsplit("_", 1)
+    if stem.startswith("band"):
+        return f"Band{stem[4:]}RMSAcceleration{axis.upper()}"
+    return _STEM_NAMES.get(stem, stem) + axis.upper()
+
+
+def _dt(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def _ms(t: dt.datetime | None) -> int | None:
+    if t is None or t <= ua.get_win_epoch():
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _fault_mask(name: str) -> int:
+    return FLAG_TEMP_FAULT if name == "temperature" else (0 if name == "iso_zone" else FLAG_ACCEL_FAULT)
+
+
+def value_datavalue(v: float, name: str, flags: int, quality: Quality, src: dt.datetime, srv: dt.datetime) -> ua.DataValue:
+    if quality in (Quality.OFFLINE, Quality.INITIAL):
+        code = _STATUS_CODES[quality]
+        variant = ua.Variant(None, ua.VariantType.Null)
+    elif v != v:
+        code = _SENSOR_FAILURE if flags & _fault_mask(name) else _NO_DATA
+        variant = ua.Variant(None, ua.VariantType.Null)
+    else:
+        code = _STATUS_CODES[quality]
+        variant = ua.Variant(v, ua.VariantType.Float)
+    return ua.DataValue(variant, StatusCode=code, SourceTimestamp=src, ServerTimestamp=srv)
+
+
+# -- node status variables ---------------------------------------------------------------------
+
+def _fw(v: float) -> str:
+    n = int(v)
+    return f"{n // 10000}.{n // 100 % 100}.{n % 100}"
+
+
+# (browse name, variant type, source, field, description); source "bridge" values always exist,
+# "report" values come from the node's status report (kind 1) and have history.
+STATUS_VARS: list[tuple[str, ua.VariantType, str, str, str]] = [
+    ("Online", ua.VariantType.Boolean, "bridge", "online", "Node reachable"),
+    ("Quality", ua.VariantType.String, "bridge", "quality", "Good, Stale, Offline or WaitingForInitialData"),
+    ("LastSeq", ua.VariantType.UInt32, "bridge", "last_seq", "Highest record sequence number received"),
+    ("Records", ua.VariantType.UInt32, "bridge", "records", "Records received since the bridge started"),
+    ("Gaps", ua.VariantType.UInt32, "bridge", "gaps", "Missing sequence numbers seen in live order"),
+    ("Boot", ua.VariantType.UInt16, "bridge", "boot", "Node boot counter"),
+    ("Flags", ua.VariantType.Byte, "bridge", "flags", "Record flags of the shown window (protocol section 1)"),
+    ("Backlog", ua.VariantType.UInt32, "report", "journal_depth", "Records not yet acknowledged"),
+    ("Drops", ua.VariantType.UInt32, "report", "journal_dropped", "Records dropped by the flash quota"),
+    ("FifoOverruns", ua.VariantType.UInt32, "report", "fifo_overruns", "FIFO overruns since boot"),
+    ("SensorFaults", ua.VariantType.UInt16, "report", "sensor_faults", "Bit 0 accelerometer, bit 1 temperature"),
+    ("Uptime", ua.VariantType.Double, "report", "uptime", "Node uptime, s"),
+    ("FreeHeap", ua.VariantType.UInt32, "report", "free_heap", "Free heap, bytes"),
+    ("Rssi", ua.VariantType.Float, "report", "rssi", "WiFi RSSI, dBm"),
+    ("LinkReconnects", ua.VariantType.UInt32, "report", "link_reconnects", "Uplink reconnects since boot"),
+    ("FwVersion", ua.VariantType.String, "report", "fw_version", "Firmware version"),
+]
+
+_QUALITY_TEXT = {
+    Quality.GOOD: "Good",
+    Quality.STALE: "Stale",
+    Quality.OFFLINE: "Offline",
+    Quality.INITIAL: "WaitingForInitialData",
+}
+
+
+def _status_value(field: str, vt: ua.VariantType, v: float):
+    if field == "fw_version":
+        return _fw(v)
+    if vt in (ua.VariantType.Float, ua.VariantType.Double):
+        return float(v)
+    return max(0, int(v))
+
+
+class _Var:
+    __slots__ = ("nodeid", "node_id", "name", "kind", "vt", "source")
+
+    def __init__(self, nodeid, node_id, name, kind, vt, source):
+        self.nodeid, self.node_id, self.name, self.kind, self.vt, self.source = nodeid, node_id, name, kind, vt, source
+
+
+class HistorianStorage(HistoryStorageInterface):
+    """asyncua history backend reading the bridge's historian (read-only; raw data)."""
+
+    def __init__(self, historian, variables: dict[ua.NodeId, _Var], max_values: int = 10000) -> None:
+        super().__init__(max_values)
+        self.historian = historian
+        self.vars = variables
+        self.reads = 0
+
+    async def init(self) -> None:
+        pass
+
+    async def new_historized_node(self, node_id, period, count=0) -> None:
+        pass
+
+    async def save_node_value(self, node_id, datavalue) -> None:
+        pass  # the historian stores records itself, idempotently
+
+    async def new_historized_event(self, *args, **kwargs) -> None:
+        pass
+
+    async def save_event(self, event) -> None:
+        pass
+
+    async def read_event_history(self, *args, **kwargs):
+        return [], None
+
+    async def stop(self) -> None:
+        pass
+
+    async def read_node_history(self, node_id, start, end, nb_values):
+        var = self.vars.get(node_id)
+        if var is None or var.kind is None or self.historian is None:
+            return [], None
+        self.reads += 1
+        s, e = _ms(start), _ms(end)
+        reverse = False
+        if s is None and e is not None:
+            lo, hi, reverse = 0, e, True
+        elif s is not None and e is None:
+            lo, hi = s, 2**62
+        elif s is None and e is None:
+            return [], None
+        elif s > e:
+            lo, hi, reverse = e, s, True
+        else:
+            lo, hi = s, e
+        limit = None if reverse else (min(nb_values, self.max_history_data_response_size) if nb_values else None)
+        if limit is not None:
+            limit += 1  # one more tells whether a continuation point is needed
+        records = self.historian.history(var.node_id, lo, hi, kind=var.kind, limit=limit)
+        if reverse:
+            records = list(reversed(records))
+        if nb_values and len(records) > nb_values:
+            records = records[:nb_values]
+        cont = None
+        if len(records) > self.max_history_data_response_size:
+            cont = _dt(_source_ms(records[self.max_history_data_response_size]))
+            records = records[: self.max_history_data_response_size]
+        return [self._datavalue(var, r) for r in records], cont
+
+    def _datavalue(self, var: _Var, r: Record) -> ua.DataValue:
+        src = _dt(_source_ms(r))
+        srv = _dt(r.received_ms) if r.received_ms else src
+        v = r.value(var.name)
+        if var.kind == KIND_MEASUREMENT:
+            return value_datavalue(v, var.name, r.flags, Quality.GOOD, src, srv)
+        if v != v:
+            return ua.DataValue(ua.Variant(None, ua.VariantType.Null), StatusCode=_NO_DATA, SourceTimestamp=src)
+        return ua.DataValue(
+            ua.Variant(_status_value(var.name, var.vt, v), var.vt), SourceTimestamp=src, ServerTimestamp=srv
+        )
+
+
+def _source_ms(r: Record) -> int:
+    return r.device_time_ms if r.clock_synced else r.received_ms
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class OpcUaOutput:
+    """Serves the TagStore over OPC UA (see the module docstring for the model)."""
+
+    def __init__(
+        self,
+        cfg: BridgeConfig,
+        tags: TagStore,
+        historian=None,
+        *,
+        bands: int = DEFAULT_BANDS,
+        refresh_s: float = 1.0,
+        min_interval_s: float = 0.0,
+    ) -> None:
+        self.cfg = cfg
+        self.tags = tags
+        self.historian = historian
+        self.specs = value_specs(bands)
+        self.refresh_s = refresh_s
+        self.min_interval_s = min_interval_s
+        self.endpoint: str | None = None
+        self.server: Server | None = None
+        self.idx = 0
+        self.stats: dict[str, int] = {
+            "node_updates": 0,
+            "value_writes": 0,
+            "update_passes": 0,
+            "history_reads": 0,
+            "rejected_certificates": 0,
+            "denied_logins": 0,
+            "unmapped_nodes": 0,
+        }
+        self.trust: TrustList | None = None
+        self.users: BridgeUserManager | None = None
+        self._vars: dict[ua.NodeId, _Var] = {}
+        self._node_vars: dict[str, tuple[list[tuple[ua.NodeId, str]], list[tuple[ua.NodeId, _Var]]]] = {}
+        self._shown: dict[str, tuple[int, Quality]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._plock = threading.Lock()
+        self._pending: set[str] = set()
+        self._wake_scheduled = False
+        self._listening = False
+        self._tasks: list[asyncio.Task] = []
+        self._history: HistorianStorage | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _pki(self) -> Path:
+        p = Path(self.cfg.opcua.cert_dir)
+        return p if p.is_absolute() else Path(self.cfg.data_dir) / p
+
+    def _resolve(self, p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else Path(self.cfg.data_dir) / q
+
+    async def start(self) -> None:
+        o = self.cfg.opcua
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        url = urlparse(o.endpoint)
+        host = url.hostname or "127.0.0.1"
+        port = url.port if url.port is not None else 4840
+        if port == 0:
+            port = free_port(host)
+        self.endpoint = f"opc.tcp://{host}:{port}{url.path}"
+
+        pki = self._pki()
+        (pki / "trusted").mkdir(parents=True, exist_ok=True)
+        self.trust = TrustList(
+            [self._resolve(p) for p in o.trusted_client_certs] + [pki / "trusted"], rejected_dir=pki / "rejected"
+        )
+        (pki / "trusted").mkdir(parents=True, exist_ok=True)
+        self.users = BridgeUserManager(o.users, o.allow_anonymous, self.trust)
+        server = Server(user_manager=self.users)
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("vibekit bridge")
+        app_uri = f"{o.namespace}:server"
+        await server.set_application_uri(app_uri)
+        cert_path, key_path = ensure_server_certificate(pki, app_uri)
+        await server.load_certificate(str(cert_path))
+        await server.load_private_key(str(key_path))
+        policies = list(SECURE_POLICIES)
+        if o.allow_none_security:
+            policies.insert(0, ua.SecurityPolicyType.NoSecurity)
+        server.set_security_policy(policies, permission_ruleset=ReadOnlyRuleset())
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if o.allow_anonymous:
+            tokens.insert(0, ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        server.set_certificate_validator(self.trust.validate)
+        self.idx = await server.register_namespace(o.namespace)
+        self.server = server
+        await self._build_address_space()
+        if self.historian is not None:
+            self._history = HistorianStorage(self.historian, self._vars)
+            server.iserver.history_manager.set_storage(self._history)
+        await server.start()
+        self._listening = True
+        self.tags.add_listener(self._on_change)
+        await self._update(list(self._node_vars), force=True)
+        self._tasks = [
+            asyncio.create_task(self._updater(), name="opcua-updater"),
+            asyncio.create_task(self._refresher(), name="opcua-refresher"),
+        ]
+        log.info("OPC UA on %s (%d nodes, policies %s)", self.endpoint, len(self._node_vars), policies)
+
+    async def stop(self) -> None:
+        self._listening = False
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        self._sync_stats()
+
+    def _sync_stats(self) -> None:
+        if self.trust is not None:
+            self.stats["rejected_certificates"] = self.trust.rejected
+        if self.users is not None:
+            self.stats["denied_logins"] = self.users.denied
+        if self._history is not None:
+            self.stats["history_reads"] = self._history.reads
+
+    # -- address space ---------------------------------------------------------------------
+
+    def nodeid(self, s: str) -> ua.NodeId:
+        return ua.NodeId(s, self.idx)
+
+    def _object(self, items, nid, name, parent, ref, typedef, desc="") -> None:
+        it = ua.AddNodesItem()
+        it.RequestedNewNodeId = nid
+        it.BrowseName = ua.QualifiedName(name, self.idx)
+        it.NodeClass = ua.NodeClass.Object
+        it.ParentNodeId = parent
+        it.ReferenceTypeId = ua.NodeId(ref)
+        it.TypeDefinition = ua.NodeId(typedef)
+        attrs = ua.ObjectAttributes()
+        attrs.DisplayName = ua.LocalizedText(name)
+        attrs.Description = ua.LocalizedText(desc or name)
+        attrs.EventNotifier = 0
+        it.NodeAttributes = attrs
+        items.append(it)
+
+    def _variable(self, items, nid, name, parent, value: ua.Variant, datatype, *, prop=False, typedef=None,
+                  desc="", history=False) -> None:
+        it = ua.AddNodesItem()
+        it.RequestedNewNodeId = nid
+        it.BrowseName = ua.QualifiedName(name, 0 if prop else self.idx)
+        it.NodeClass = ua.NodeClass.Variable
+        it.ParentNodeId = parent
+        it.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HasProperty if prop else ua.ObjectIds.HasComponent)
+        it.TypeDefinition = ua.NodeId(ua.ObjectIds.PropertyType if prop else (typedef or ua.ObjectIds.BaseDataVariableType))
+        attrs = ua.VariableAttributes()
+        attrs.DisplayName = ua.LocalizedText(name)
+        attrs.Description = ua.LocalizedText(desc or name)
+        attrs.DataType = ua.NodeId(datatype)
+        attrs.Value = value
+        attrs.ValueRank = ua.ValueRank.Scalar
+        attrs.ArrayDimensions = None
+        attrs.WriteMask = 0
+        attrs.UserWriteMask = 0
+        access = ua.AccessLevel.CurrentRead.mask
+        if history:
+            access |= ua.AccessLevel.HistoryRead.mask
+        attrs.AccessLevel = access
+        attrs.UserAccessLevel = access
+        attrs.Historizing = history
+        it.NodeAttributes = attrs
+        items.append(it)
+
+    async def _build_address_space(self) -> None:
+        items: list[ua.AddNodesItem] = []
+        objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+        folders: set[str] = set()
+        hist = self.historian is not None
+        eu = {s.unit: eu_information(s.unit) for s in self.specs}
+        for n in self.cfg.nodes:
+            parent = objects
+            path = ""
+            for level in (n.site, n.area, n.asset or n.id):
+                path = f"{path}/{level}" if path else level
+                fid = self.nodeid(f"plant:{path}")
+                if path not in folders:
+                    folders.add(path)
+                    self._object(items, fid, level, parent, ua.ObjectIds.Organizes, ua.ObjectIds.FolderType)
+                parent = fid
+            node_nid = self.nodeid(n.id)
+            self._object(items, node_nid, n.id, parent, ua.ObjectIds.Organizes, ua.ObjectIds.BaseObjectType,
+                         n.description or f"Vibration node {n.id}")
+            self._variable(items, self.nodeid(f"{n.id}.UnitId"), "ModbusUnitId", node_nid,
+                           ua.Variant(n.unit_id, ua.VariantType.UInt16), ua.ObjectIds.UInt16, prop=True)
+            self._variable(items, self.nodeid(f"{n.id}.IsoLimits"), "IsoZoneLimits", node_nid,
+                           ua.Variant(list(n.iso_limits), ua.VariantType.Double), ua.ObjectIds.Double, prop=True,
+                           desc="ISO 10816-3 zone boundaries A/B, B/C, C/D in mm/s")
+            items[-1].NodeAttributes.ValueRank = ua.ValueRank.OneDimension
+            items[-1].NodeAttributes.ArrayDimensions = [3]
+            value_vars = []
+            for s in self.specs:
+                vid = self.nodeid(f"{n.id}.{s.name}")
+                self._variable(items, vid, browse_name(s.name), node_nid, ua.Variant(0.0, ua.VariantType.Float),
+                               ua.ObjectIds.Float, typedef=ua.ObjectIds.AnalogUnitRangeType,
+                               desc=f"{s.description} ({s.unit})", history=hist)
+                self._variable(items, self.nodeid(f"{n.id}.{s.name}.EURange"), "EURange", vid,
+                               ua.Variant(ua.Range(s.eu_low, s.eu_high), ua.VariantType.ExtensionObject),
+                               ua.ObjectIds.Range, prop=True)
+                self._variable(items, self.nodeid(f"{n.id}.{s.name}.EngineeringUnits"), "EngineeringUnits", vid,
+                               ua.Variant(eu[s.unit], ua.VariantType.ExtensionObject), ua.ObjectIds.EUInformation,
+                               prop=True)
+                self._vars[vid] = _Var(vid, n.id, s.name, KIND_MEASUREMENT, ua.VariantType.Float, "value")
+                value_vars.append((vid, s.name))
+            st_nid = self.nodeid(f"{n.id}.Status")
+            self._object(items, st_nid, "Status", node_nid, ua.ObjectIds.HasComponent, ua.ObjectIds.FolderType,
+                         "Node and link status")
+            status_vars = []
+            for name, vt, source, field, desc in STATUS_VARS:
+                sid = self.nodeid(f"{n.id}.Status.{name}")
+                dtype = getattr(ua.ObjectIds, vt.name)
+                init = {ua.VariantType.Boolean: False, ua.VariantType.String: ""}.get(vt, 0)
+                self._variable(items, sid, name, st_nid, ua.Variant(init, vt), dtype, desc=desc,
+                               history=hist and source == "report")
+                v = _Var(sid, n.id, field, KIND_STATUS if source == "report" else None, vt, source)
+                self._vars[sid] = v
+                status_vars.append((sid, v))
+            self._node_vars[n.id] = (value_vars, status_vars)
+        results = await self.server.iserver.isession.add_nodes(items)
+        bad = [r.StatusCode for r in results if not r.StatusCode.is_good()]
+        if bad:
+            raise RuntimeError(f"OPC UA address space: {len(bad)} nodes failed, first {bad[0]}")
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def _on_change(self, changed: set[str]) -> None:
+        """TagStore listener: runs in the writer's thread; never blocks, never awaits."""
+        if not self._listening:
+            return
+        with self._plock:
+            self._pending |= changed
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:
+            pass
+
+    async def _updater(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            with self._plock:
+                pending, self._pending = self._pending, set()
+                self._wake_scheduled = False
+            await self._update(pending)
+            if self.min_interval_s:
+                await asyncio.sleep(self.min_interval_s)
+
+    async def _refresher(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            await self._update(list(self._node_vars))  # only nodes whose quality changed are written
+            self._sync_stats()
+
+    async def _update(self, node_ids, force: bool = False) -> None:
+        t = now_ms()
+        srv = _dt(t)
+        batch: list[tuple[ua.NodeId, ua.DataValue]] = []
+        for nid in node_ids:
+            entry = self._node_vars.get(nid)
+            if entry is None:
+                self.stats["unmapped_nodes"] += 1
+                continue
+            st = self.tags.get(nid)
+            q = self.tags.quality(st, t) if st is not None else Quality.INITIAL
+            key = (st.version if st is not None else -1, q)
+            if not force and self._shown.get(nid) == key:
+                continue
+            self._shown[nid] = key
+            self._node_batch(entry, st, q, srv, batch)
+            self.stats["node_updates"] += 1
+        write = self.server.iserver.aspace.write_attribute_value
+        attr = ua.AttributeIds.Value
+        for nodeid, dv in batch:
+            await write(nodeid, attr, dv)
+        self.stats["value_writes"] += len(batch)
+        self.stats["update_passes"] += 1
+        self.last_update_ns = time.perf_counter_ns()
+
+    def _node_batch(self, entry, st: NodeState | None, q: Quality, srv: dt.datetime, batch: list) -> None:
+        value_vars, status_vars = entry
+        if st is None or st.source_ms is None:
+            src = srv
+            values: dict[str, float] = {}
+            flags = 0
+        else:
+            src = _dt(st.source_ms)
+            values = st.values
+            flags = st.flags
+        nan = math.nan
+        for vid, name in value_vars:
+            batch.append((vid, value_datavalue(values.get(name, nan), name, flags, q, src, srv)))
+        status = st.status if st is not None else {}
+        status_src = _dt(st.status_ms) if st is not None and st.status_ms is not None else srv
+        for sid, var in status_vars:
+            if var.source == "bridge":
+                if var.name == "online":
+                    val = bool(st is not None and q in (Quality.GOOD, Quality.STALE) and st.online is not False) or bool(
+                        st is not None and st.online is True and q != Quality.OFFLINE
+                    )
+                elif var.name == "quality":
+                    val = _QUALITY_TEXT[q]
+                else:
+                    val = getattr(st, var.name, 0) if st is not None else 0
+                    val = max(0, int(val))
+                batch.append((sid, ua.DataValue(ua.Variant(val, var.vt), StatusCode=_GOOD,
+                                                SourceTimestamp=srv, ServerTimestamp=srv)))
+            else:
+                v = status.get(var.name, nan)
+                if v != v:
+                    code = _WAITING if not status else _NO_DATA
+                    dv = ua.DataValue(ua.Variant(None, ua.VariantType.Null), StatusCode=code,
+                                      SourceTimestamp=status_src, ServerTimestamp=srv)
+                else:
+                    dv = ua.DataValue(ua.Variant(_status_value(var.name, var.vt, v), var.vt), StatusCode=_GOOD,
+                                      SourceTimestamp=status_src, ServerTimestamp=srv)
+                batch.append((sid, dv))
