@@ -29,8 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from host_bridge import __version__, webpage
 from host_bridge.codec import valid_node_id
-from host_bridge.model import FLAG_HISTORICAL, KIND_MEASUREMENT, quantity
-from host_bridge.store import source_time_ms
+from host_bridge.model import FLAG_CLOCK_SYNCED, FLAG_HISTORICAL, KIND_MEASUREMENT, Record, quantity
 from host_bridge.tags import Quality, now_ms
 
 log = logging.getLogger("host_bridge.web")
@@ -40,6 +39,11 @@ DEFAULT_TREND = ("vel_rms_x", "vel_rms_y", "vel_rms_z")
 MAX_TREND_POINTS = 600
 MAX_TREND_MINUTES = 7 * 24 * 60
 MAX_TREND_RECORDS = 200_000
+
+
+def source_time_ms(r: Record) -> int:
+    """The time the historian orders by: the node's clock when synced, else the bridge's receipt."""
+    return r.device_time_ms if r.flags & FLAG_CLOCK_SYNCED else r.received_ms
 
 
 def _num(v: Any) -> float | None:
