@@ -119,7 +119,7 @@ def test_trusted_client_with_password_reads(secure, policy):
 
 def test_untrusted_certificate_rejected(secure):
     lt, out, cfg, _, bad = secure
-    with pytest.raises(Exception):
+    with pytest.raises(ua.uaerrors.BadCertificateUntrusted):
         lt.run(_session(out, cfg, bad, SecurityPolicyBasic256Sha256, "operator", "op-pass"))
     rejected = list((cfg.data_dir / "pki" / "rejected").iterdir())
     assert len(rejected) == 1 and rejected[0].read_bytes() == bad[0].read_bytes()
@@ -143,7 +143,7 @@ def test_anonymous_refused(secure):
 
 def test_none_security_refused(secure):
     lt, out, cfg, *_ = secure
-    with pytest.raises(Exception):
+    with pytest.raises(ua.UaError):  # no endpoint / secure channel for SecurityPolicy#None
         lt.run(_session(out, cfg, None, user="operator", password="op-pass"))
 
 
