@@ -65,7 +65,9 @@ def encode_record(
     return head + struct.pack(f"<{len(vals)}f", *vals)
 
 
-def decode_record(buf: bytes | memoryview, offset: int = 0, node_id: str = "") -> tuple[Record, int]:
+def decode_record(
+    buf: bytes | memoryview, offset: int = 0, node_id: str = "", received_ms: int = 0, source: str = ""
+) -> tuple[Record, int]:
     """Decode one record at offset; returns (record, offset after it)."""
     if len(buf) - offset < RECORD_HEADER.size:
         raise CodecError("truncated", "record header")
@@ -79,7 +81,7 @@ def decode_record(buf: bytes | memoryview, offset: int = 0, node_id: str = "") -
     if seq == 0:
         raise CodecError("bad_seq", "seq 0")
     values = struct.unpack_from(f"<{n}f", buf, offset)
-    rec = Record(node_id, seq, boot, kind, flags & 0x3F, ts_s, ts_ms, values)
+    rec = Record(node_id, seq, boot, kind, flags & 0x3F, ts_s, ts_ms, values, received_ms, source)
     return rec, end
 
 
@@ -99,8 +101,8 @@ def encode_batch(node_id: str, records: Iterable[bytes]) -> bytes:
     return out
 
 
-def decode_batch(buf: bytes | memoryview) -> tuple[str, list[Record]]:
-    """Decode and validate a whole batch; all or nothing."""
+def decode_batch(buf: bytes | memoryview, received_ms: int = 0, source: str = "") -> tuple[str, list[Record]]:
+    """Decode and validate a whole batch; all or nothing. The records carry received_ms and source."""
     n = len(buf)
     if n > MAX_BATCH:
         raise CodecError("too_large", f"{n} bytes")
@@ -122,12 +124,13 @@ def decode_batch(buf: bytes | memoryview) -> tuple[str, list[Record]]:
     (count,) = struct.unpack_from("<H", buf, off)
     off += 2
     body_end = n - 4
+    body = bytes(buf[:body_end])
     records: list[Record] = []
     last = 0
     for _ in range(count):
         if off >= body_end:
             raise CodecError("truncated", f"{len(records)} of {count} records")
-        rec, off = decode_record(buf[:body_end], off, node_id)
+        rec, off = decode_record(body, off, node_id, received_ms, source)
         if rec.seq <= last:
             raise CodecError("bad_order", f"seq {rec.seq} after {last}")
         last = rec.seq

@@ -6,7 +6,7 @@ Value names and units follow docs/protocol.md, section 1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 KIND_MEASUREMENT = 0
 KIND_STATUS = 1
@@ -87,7 +87,7 @@ def quantity(name: str) -> Quantity:
     return Quantity(name, "1", name)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
     """One decoded record of one node."""
 
@@ -101,7 +101,7 @@ class Record:
     values: tuple[float, ...]
     # Set by the bridge: when it received the record (Unix ms) and which input.
     received_ms: int = 0
-    source: str = field(default="", compare=False)
+    source: str = ""
 
     @property
     def clock_synced(self) -> bool:

@@ -66,26 +66,40 @@ class SqliteHistorian:
         """Store records in one transaction; returns those that were new (not duplicates)."""
         if not records:
             return []
-        new: list[Record] = []
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                for r in records:
-                    cur.execute(
-                        "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            r.node_id, r.seq, r.boot, r.kind, r.flags, r.ts_s, r.ts_ms,
-                            source_time_ms(r), r.received_ms, r.source,
-                            struct.pack(f"<{len(r.values)}f", *r.values),
-                        ),
-                    )
-                    if cur.rowcount == 1:
-                        new.append(r)
+                before = self._db.total_changes
+                cur.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", _rows(records))
+                if self._db.total_changes - before == len(records):
+                    new = list(records)  # the usual case: no duplicates
+                else:  # some were resends: redo the transaction knowing which are new
+                    cur.execute("ROLLBACK")
+                    cur.execute("BEGIN IMMEDIATE")
+                    new = self._only_new(cur, records)
+                    cur.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", _rows(new))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+        return new
+
+    @staticmethod
+    def _only_new(cur: sqlite3.Cursor, records: Sequence[Record]) -> list[Record]:
+        """Records not stored yet (first copy of each key): one range query per node."""
+        by_node: dict[str, list[Record]] = {}
+        for r in records:
+            by_node.setdefault(r.node_id, []).append(r)
+        new: list[Record] = []
+        for node, recs in by_node.items():
+            lo, hi = min(r.seq for r in recs), max(r.seq for r in recs)
+            q = "SELECT seq FROM records WHERE node=? AND seq BETWEEN ? AND ?"
+            have = {row[0] for row in cur.execute(q, (node, lo, hi))}
+            for r in recs:
+                if r.seq not in have:
+                    have.add(r.seq)
+                    new.append(r)
         return new
 
     def max_seq(self, node_id: str) -> int:
@@ -126,6 +140,14 @@ class SqliteHistorian:
         with self._lock, self._rlock:
             self._db.close()
             self._reader.close()
+
+
+def _rows(records: Sequence[Record]) -> Iterable[tuple]:
+    for r in records:
+        yield (
+            r.node_id, r.seq, r.boot, r.kind, r.flags, r.ts_s, r.ts_ms, source_time_ms(r), r.received_ms, r.source,
+            struct.pack(f"<{len(r.values)}f", *r.values),
+        )
 
 
 def _row_record(row: Iterable) -> Record:

@@ -80,16 +80,30 @@ class TagStore:
         """Apply stored records (any order); returns the nodes whose tags changed."""
         changed: set[str] = set()
         t = received_ms if received_ms is not None else now_ms()
+        # Only the newest record of each node and kind can become the live value.
+        newest: dict[tuple[str, int], tuple[int, int, Record]] = {}
+        counts: dict[str, int] = {}
+        top: dict[str, Record] = {}
+        for r in records:
+            counts[r.node_id] = counts.get(r.node_id, 0) + 1
+            if r.node_id not in top or r.seq > top[r.node_id].seq:
+                top[r.node_id] = r
+            src = r.device_time_ms if r.clock_synced else (r.received_ms or t)
+            k = (r.node_id, r.kind)
+            if k not in newest or (src, r.seq) >= newest[k][:2]:
+                newest[k] = (src, r.seq, r)
         with self._lock:
-            for r in records:
-                st = self._nodes.get(r.node_id)
+            for node_id, n in counts.items():
+                st = self._nodes.get(node_id)
                 if st is None:
-                    st = self._nodes[r.node_id] = NodeState(r.node_id)
-                st.records += 1
+                    st = self._nodes[node_id] = NodeState(node_id)
+                st.records += n
+                r = top[node_id]
                 if r.seq > st.last_seq:
                     st.last_seq = r.seq
                     st.boot = r.boot
-                src = r.device_time_ms if r.clock_synced else (r.received_ms or t)
+            for src, _, r in newest.values():
+                st = self._nodes[r.node_id]
                 if r.kind == KIND_MEASUREMENT:
                     if st.source_ms is not None and src < st.source_ms:
                         continue  # older than what we show: history only
