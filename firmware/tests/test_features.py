@@ -1,10 +1,13 @@
+# heap: 96K
 # Feature fast path on the VM against analytic values of synthetic signals (SimAccel).
 import gc
 import math
 from array import array
 
+from drivers.sim_accel import SimAccel, _sine_table
 from vibenode.features import FeatureExtractor, iso_limits_for, iso_zone, bin_range
 
+_sine_table()
 N = 1024
 ODR = 3200.0
 FE = FeatureExtractor(N, ODR)  # big buffers first, while the heap is still unfragmented
@@ -14,7 +17,6 @@ Y = array("h", range(N))
 Z = array("h", range(N))
 
 import mptest  # noqa: E402
-from drivers.sim_accel import SimAccel  # noqa: E402
 
 G = 9806.65
 

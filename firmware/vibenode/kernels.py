@@ -124,7 +124,8 @@ def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, re
         else:
             cs = 0 - int(c[h - k])
         w = (32768 - cs) >> 1  # 0..32768
-        x = (d * w + 16384) >> 15  # |d * w| < 2**29
+        x = d * w  # |d * w| < 2**29
+        x = (x + 16383 + ((x >> 15) & 1)) >> 15  # round half to even
         if i & 1:
             pi[i >> 1] = x
         else:
@@ -199,7 +200,7 @@ def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
         e += sh
         rnd = 0
         if sh:
-            rnd = 1 << (sh - 1)
+            rnd = (1 << (sh - 1)) - 1
         nmx = 0
         jj = 0
         tw = 0
@@ -225,10 +226,11 @@ def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
                 o3 = ar - tr
                 o4 = ai - ti
                 if sh:
-                    o1 = (o1 + rnd) >> sh
-                    o2 = (o2 + rnd) >> sh
-                    o3 = (o3 + rnd) >> sh
-                    o4 = (o4 + rnd) >> sh
+                    # round half to even: a plain +half bias would pile up into low bins
+                    o1 = (o1 + rnd + ((o1 >> sh) & 1)) >> sh
+                    o2 = (o2 + rnd + ((o2 >> sh) & 1)) >> sh
+                    o3 = (o3 + rnd + ((o3 >> sh) & 1)) >> sh
+                    o4 = (o4 + rnd + ((o4 >> sh) & 1)) >> sh
                 pr[a] = o1
                 pi[a] = o2
                 pr[b] = o3
@@ -287,10 +289,14 @@ def real_power(re, im, m: int, qcos) -> int:
         br = (int(pr[k2]) ^ b31) - b31
         bi = (int(pi[k2]) ^ b31) - b31
         # the pair (k, m - k) shares E and O up to conjugation
-        er = (ar + br + 2) >> 2
-        ei = (ai - bi + 2) >> 2
-        orr = (ai + bi + 2) >> 2
-        oi = (br - ar + 2) >> 2
+        er = ar + br
+        er = (er + 1 + ((er >> 2) & 1)) >> 2  # /4, round half to even
+        ei = ai - bi
+        ei = (ei + 1 + ((ei >> 2) & 1)) >> 2
+        orr = ai + bi
+        orr = (orr + 1 + ((orr >> 2) & 1)) >> 2
+        oi = br - ar
+        oi = (oi + 1 + ((oi >> 2) & 1)) >> 2
         if k <= q1:
             wr = int(c[k])
             ws = int(c[q1 - k])
@@ -301,11 +307,11 @@ def real_power(re, im, m: int, qcos) -> int:
         ti = (wr * oi - ws * orr + 16384) >> 15
         xr = er + tr
         xi = ei + ti
-        p = ((xr * xr) >> 2) + ((xi * xi) >> 2)
+        p = ((xr * xr + 2) >> 2) + ((xi * xi + 2) >> 2)
         # X[m - k] = conj(E) + W**(m-k) conj(O)... = conj(E - W**k O)
         yr = er - tr
         yi = ti - ei
-        q = ((yr * yr) >> 2) + ((yi * yi) >> 2)
+        q = ((yr * yr + 2) >> 2) + ((yi * yi + 2) >> 2)
         if k == 0:
             p >>= 1  # DC
             q >>= 1  # Nyquist, stored at index m
