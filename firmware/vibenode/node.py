@@ -1,0 +1,292 @@
+# The node loop: window capture -> features -> temperature -> record -> journal; between
+# windows (never during one) the uplink is serviced: one batch in flight, resent on ack
+# timeout, records freed on ack, time synced from acks, a status record now and then.
+#
+# Parts are injected (tests use stand-ins); build() wires the real ones from a port, a
+# board dict and a validated config.
+import gc
+import time
+from array import array
+
+from vibenode import codec
+from vibenode.clock import Clock
+from vibenode.status import FW_VERSION, Health, fill_status, new_status_values
+
+_NAN = float("nan")
+_BATCH_HEAD = 4 + 32 + 2 + 4  # worst-case batch overhead around the records
+
+
+class Node:
+    def __init__(self, cfg, journal, acq, fx, temp, uplink, port, clock=None, health=None, log=print):
+        self.cfg = cfg
+        self.journal = journal
+        self.acq = acq
+        self.fx = fx
+        self.temp = temp
+        self.uplink = uplink
+        self.port = port
+        self.log = log
+        self.clock = clock or Clock()
+        self.health = health or Health(log)
+        b = cfg["batch"]
+        self.max_records = b["max_records"]
+        self.ack_timeout_ms = int(b["ack_timeout_s"] * 1000)
+        self.interval_ms = int(cfg["window"]["interval_s"] * 1000)
+        self.status_ms = int(cfg["status_interval_s"] * 1000)
+        self.builder = codec.BatchBuilder(cfg["node_id"], b["max_bytes"])
+        nvalues = fx.nvalues if fx is not None else 1
+        self.values = array("f", [0.0] * nvalues)
+        self.status_values = new_status_values()
+        n = max(codec.record_size(len(self.values)), codec.record_size(len(self.status_values)))
+        self.recbuf = bytearray(n)
+        self.recmv = memoryview(self.recbuf)
+        # in flight: (first seq, last seq, count) of the batch sent last; None when idle
+        self.inflight = None
+        self.sent_at = 0
+        self.acked_seq = 0
+        self.live_from = 1  # records with seq >= live_from are live, older are backlog
+        self.batches_sent = 0
+        self.resends = 0
+        self.acks = 0
+        self._next_status = None  # first status right after the first window
+        uplink.on_ack = self._on_ack
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _append(self, kind, flags, values):
+        ts_s, ts_ms, synced = self.clock.stamp()
+        if synced:
+            flags |= codec.CLOCK_SYNCED
+        j = self.journal
+        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, kind, flags, ts_s, ts_ms, values)
+        try:
+            j.append(self.recmv[:n])
+        except Exception as e:
+            self.health.error("journal_append", e)
+            return False
+        return True
+
+    def window(self):
+        """One measurement window -> one kind-0 record in the journal. Returns True if stored."""
+        h = self.health
+        flags = 0
+        vals = self.values
+        self.live_from = self.journal.next_seq
+        stamp_clock = self.clock.stamp  # the record is stamped at the window's start
+        ts = stamp_clock()
+        try:
+            f = self.acq.capture()
+            flags |= f & (codec.FIFO_OVERRUN | codec.CLIPPED)
+            if f & codec.FIFO_OVERRUN:
+                h.count("overrun_windows")
+            self.fx.compute(self.acq.x, self.acq.y, self.acq.z, self.acq.scale_g, vals)
+            h.sensor_faults &= ~1
+        except Exception as e:
+            h.error("accel", e)
+            h.sensor_faults |= 1
+            flags |= codec.ACCEL_FAULT
+            for i in range(1, len(vals)):
+                vals[i] = _NAN
+        accel = getattr(self.acq, "accel", None)
+        if accel is not None:
+            h.fifo_overruns = getattr(accel, "overruns", h.fifo_overruns)
+        if self.temp is None:
+            vals[0] = _NAN
+        else:
+            try:
+                vals[0] = self.temp.read_c()
+                h.sensor_faults &= ~2
+            except Exception as e:
+                h.error("temp", e)
+                h.sensor_faults |= 2
+                flags |= codec.TEMP_FAULT
+                vals[0] = _NAN
+        h.windows += 1
+        # stamp with the window's start time
+        ts_s, ts_ms, synced = ts
+        if synced:
+            flags |= codec.CLOCK_SYNCED
+        j = self.journal
+        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, codec.KIND_MEASUREMENT, flags, ts_s, ts_ms, vals)
+        try:
+            j.append(self.recmv[:n])
+        except Exception as e:
+            h.error("journal_append", e)
+            return False
+        return True
+
+    def status(self):
+        v = fill_status(
+            self.status_values,
+            self.clock.uptime_ms() / 1000,
+            self.health,
+            self.journal,
+            self.uplink.reconnects,
+            self.port.reset_cause(),
+            self.port.rssi(),
+        )
+        return self._append(codec.KIND_STATUS, 0, v)
+
+    # -- uplink ----------------------------------------------------------------------------
+
+    def _on_ack(self, seq, time_ms):
+        self.acks += 1
+        if time_ms is not None:
+            self.clock.sync(time_ms)
+        j = self.journal
+        if seq >= j.next_seq:
+            # the bridge holds more than we ever wrote (flash wiped?): free what we have
+            self.health.error("ack_ahead", seq)
+            seq = j.next_seq - 1
+        if seq > self.acked_seq or seq >= 1:
+            try:
+                j.ack(seq)
+            except Exception as e:
+                self.health.error("journal_ack", e)
+        if seq > self.acked_seq:
+            self.acked_seq = seq
+        if self.inflight is not None and seq >= self.inflight[1]:
+            self.inflight = None
+
+    def _send(self, resend):
+        j = self.journal
+        limit = self.max_records
+        if resend:
+            limit = self.inflight[2]
+        recs = j.pending(self.builder.room(), limit)
+        if not recs:
+            self.inflight = None
+            return
+        b = self.builder
+        b.begin()
+        for r in recs:
+            seq = codec.record_seq(r)
+            if resend and seq > self.inflight[1]:
+                break
+            if not b.add(r, codec.HISTORICAL if seq < self.live_from else 0):
+                break
+        if not b.count:
+            self.health.error("batch_empty", len(recs[0]))
+            return
+        del recs
+        self.inflight = (b.first_seq, b.last_seq, b.count)
+        self.sent_at = time.ticks_ms()
+        if resend:
+            self.resends += 1
+        if self.uplink.send(b.finish()):
+            self.batches_sent += 1
+        else:
+            # link failed mid-send; resend (same records) as soon as it is back
+            self.sent_at = time.ticks_add(self.sent_at, -self.ack_timeout_ms)
+
+    def service(self, deadline_ms):
+        """Between windows: housekeeping, then the uplink until deadline_ms (ticks)."""
+        gc.collect()
+        try:
+            self.journal.poll()
+        except Exception as e:
+            self.health.error("journal_poll", e)
+        now = time.ticks_ms()
+        if self.status_ms and (self._next_status is None or time.ticks_diff(now, self._next_status) >= 0):
+            self._next_status = time.ticks_add(now, self.status_ms)
+            self.status()
+        up = self.uplink
+        while True:
+            try:
+                connected = up.service()
+            except Exception as e:
+                self.health.error("uplink_service", e)
+                connected = False
+            if connected:
+                now = time.ticks_ms()
+                if self.inflight is not None:
+                    if time.ticks_diff(now, self.sent_at) >= self.ack_timeout_ms:
+                        self.health.count("ack_timeouts")
+                        self._send(True)
+                elif self.journal.depth > 0:
+                    self._send(False)
+            remaining = time.ticks_diff(deadline_ms, time.ticks_ms())
+            if remaining <= 0:
+                up.wait(0)
+                break
+            try:
+                up.wait(remaining if remaining < 50 else 50)
+            except Exception as e:
+                self.health.error("uplink_wait", e)
+        self.port.progress()
+
+    def run(self, windows=-1):
+        """The main loop; windows < 0 runs forever."""
+        start = time.ticks_ms()
+        done = 0
+        while windows < 0 or done < windows:
+            self.window()
+            done += 1
+            if self.interval_ms:
+                start = time.ticks_add(start, self.interval_ms)
+                if time.ticks_diff(start, time.ticks_ms()) < 0:  # fell behind: no catch-up burst
+                    self.health.count("late_windows")
+                    start = time.ticks_ms()
+            else:
+                start = time.ticks_ms()
+            self.service(start)
+
+
+def build(port, board, cfg, log=print):
+    """Wire the real parts: flash + journal, sensors, acquisition, features, uplink."""
+    from vibenode.acquisition import Acquisition
+    from vibenode.features import FeatureExtractor
+    from vibenode.journal import Journal
+    from vibenode.sensors import make_accel, make_temp, sensor_specs
+
+    health = Health(log)
+    root = port.mount_flash(board)
+    jc = cfg["journal"]
+    journal = Journal(
+        root + "/journal",
+        segment_bytes=jc["segment_bytes"],
+        quota_bytes=jc["quota_bytes"],
+        flush_records=jc["flush_records"],
+        flush_ms=jc["flush_ms"],
+    )
+    specs = sensor_specs(board)
+    w = cfg["window"]
+    accel = make_accel(specs["accel"], port)
+    odr = w["odr_hz"]
+    acq = Acquisition(accel, w["n"], odr, w["range_g"])
+    f = cfg["features"]
+    fx = FeatureExtractor(
+        w["n"],
+        odr,
+        bands=tuple(tuple(b) for b in f["bands"]),
+        vel_band=tuple(f["vel_band"]),
+        hf_edge_hz=f["hf_edge_hz"],
+        iso_limits=tuple(f["iso_limits"]),
+    )
+    temp = None
+    try:
+        temp = make_temp(specs["temp"], port)
+    except Exception as e:  # a missing temperature sensor is a fault, not a dead node
+        health.error("temp_init", e)
+        health.sensor_faults |= 2
+    board_name = cfg["board"] or board.get("name", "unknown")
+    if cfg["uplink"] == "mqtt":
+        from vibenode.uplink_mqtt import MqttUplink
+
+        port.network_up(cfg)
+        uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION)
+    else:
+        from vibenode.uplink_serial import SerialUplink
+
+        uplink = SerialUplink(cfg, health, port.serial_stream(), journal.boot, board_name, FW_VERSION)
+    clock = Clock()
+    t = port.ntp_time_ms(cfg)
+    if t:
+        clock.sync(t)
+    log(
+        "vibenode %s node=%s boot=%d next_seq=%d depth=%d uplink=%s board=%s"
+        % (FW_VERSION, cfg["node_id"], journal.boot, journal.next_seq, journal.depth, cfg["uplink"], board_name)
+    )
+    node = Node(cfg, journal, acq, fx, temp, uplink, port, clock, health, log)
+    port.watchdog(cfg["watchdog_s"])
+    return node
