@@ -169,22 +169,24 @@ function drawTrend(svg, tr) {
   lg.textContent = "velocity RMS mm/s  x y z (" + tr.records + " records, " + MINUTES + " min)";
 }
 
-async function refreshTrend(n) {
-  const r = await fetch("api/trend?node=" + encodeURIComponent(n.id) + "&minutes=" + MINUTES, {cache: "no-store"});
-  if (!r.ok) return;
-  const tr = await r.json();
+function trendCard(n) {
   let card = document.getElementById("trend-" + n.id);
-  if (!card) {
+  if (!card) {  // created in table order, so the cards keep the nodes' order
     card = document.createElement("div");
     card.className = "card";
     card.id = "trend-" + n.id;
-    const h = document.createElement("h2");
-    card.appendChild(h);
+    card.appendChild(document.createElement("h2"));
     card.appendChild(document.createElementNS(SVGNS, "svg"));
     document.getElementById("trends").appendChild(card);
   }
   card.querySelector("h2").textContent = n.id + (n.asset ? " - " + n.asset : "");
-  drawTrend(card.querySelector("svg"), tr);
+  return card;
+}
+
+async function refreshTrend(n, card) {
+  const r = await fetch("api/trend?node=" + encodeURIComponent(n.id) + "&minutes=" + MINUTES, {cache: "no-store"});
+  if (!r.ok) return;
+  drawTrend(card.querySelector("svg"), await r.json());
 }
 
 async function tick() {
@@ -201,7 +203,7 @@ async function tick() {
       const st = trendState[n.id];
       if (!st || (st.seq !== n.last_seq && now - st.at > 2000) || now - st.at > TREND_EVERY_MS) {
         trendState[n.id] = {seq: n.last_seq, at: now};
-        refreshTrend(n).catch(() => {});
+        refreshTrend(n, trendCard(n)).catch(() => {});
       }
     }
     document.body.dataset.updated = String(snap.bridge.now_ms);
