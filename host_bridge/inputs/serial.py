@@ -143,6 +143,7 @@ class SerialInput:
         frame = codec.encode_frame(codec.FRAME_ACK, codec.encode_ack(seq, now_ms()))
         with self._wlock:
             ser.write(frame)
+        self.tags.set_online(node_id, True)  # a stored batch proves the link is up
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
