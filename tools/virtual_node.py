@@ -83,7 +83,7 @@ class VirtualNode:
         mqtt_host: str = "127.0.0.1",
         prefix: str = "vibekit",
         sim: dict | None = None,
-        heap: str = "256K",
+        heap: str = "192K",
         window_n: int = 1024,
         odr_hz: float = 3200,
         interval_s: float = 1.0,

@@ -46,7 +46,7 @@ DEFAULTS = {
     },
     "batch": {
         "max_records": 64,
-        "max_bytes": 8192,
+        "max_bytes": 4096,
         "ack_timeout_s": 5.0,
     },
     "status_interval_s": 60.0,

@@ -239,6 +239,12 @@ def build(port, board, cfg, log=print):
     from vibenode.journal import Journal
     from vibenode.sensors import make_accel, make_temp, sensor_specs
 
+    # all code first, buffers after: compiling a module late in a fragmented heap fails
+    if cfg["uplink"] == "mqtt":
+        from vibenode.uplink_mqtt import MqttUplink as Uplink
+    else:
+        from vibenode.uplink_serial import SerialUplink as Uplink
+    gc.collect()
     health = Health(log)
     root = port.mount_flash(board)
     jc = cfg["journal"]
@@ -271,14 +277,10 @@ def build(port, board, cfg, log=print):
         health.sensor_faults |= 2
     board_name = cfg["board"] or board.get("name", "unknown")
     if cfg["uplink"] == "mqtt":
-        from vibenode.uplink_mqtt import MqttUplink
-
         port.network_up(cfg)
-        uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION)
+        uplink = Uplink(cfg, health, journal.boot, board_name, FW_VERSION)
     else:
-        from vibenode.uplink_serial import SerialUplink
-
-        uplink = SerialUplink(cfg, health, port.serial_stream(), journal.boot, board_name, FW_VERSION)
+        uplink = Uplink(cfg, health, port.serial_stream(), journal.boot, board_name, FW_VERSION)
     clock = Clock()
     t = port.ntp_time_ms(cfg)
     if t:
