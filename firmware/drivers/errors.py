@@ -13,3 +13,14 @@ def check_id(chip, bus_name, what, got, expected):
             "%s: wrong %s on %s: read 0x%02X, expected 0x%02X (absent or other chip?)"
             % (chip, what, bus_name, got, expected)
         )
+
+
+def probe_id(chip, dev, reg, what, expected, buf):
+    """Read an identity register at construction: SensorError names chip, bus and value."""
+    try:
+        dev.read_into(reg, buf)
+    except SensorError as e:
+        raise SensorError("%s: no answer on %s (%s)" % (chip, dev.name, e))
+    except OSError as e:
+        raise SensorError("%s: no answer on %s (%s)" % (chip, dev.name, e))
+    check_id(chip, dev.name, what, buf[0], expected)
