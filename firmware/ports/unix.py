@@ -53,6 +53,9 @@ class Port:
     def network_up(self, cfg):
         return True  # loopback needs no WiFi
 
+    def network_check(self, cfg):
+        return True
+
     def ntp_time_ms(self, cfg):
         # "host" trusts the host's clock as if NTP had answered; otherwise the bridge's acks sync.
         if cfg.get("ntp_host") == "host":

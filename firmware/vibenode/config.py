@@ -63,45 +63,47 @@ DEFAULTS = {
 }
 
 _NUM = (int, float)
+_OPT_STR = (str, type(None))
+_OPT_DICT = (dict, type(None))
 
-# key path -> (types, check(value) -> error text or None)
-_RULES = {
-    "node_id": (str, lambda v: None if valid_node_id(v) else "must be 1-32 chars of A-Z a-z 0-9 _ . -"),
-    "uplink": (str, lambda v: None if v in ("mqtt", "serial") else 'must be "mqtt" or "serial"'),
-    "mqtt.host": (str, lambda v: None if v else "must not be empty"),
-    "mqtt.port": (int, lambda v: None if 1 <= v <= 65535 else "must be in 1..65535"),
-    "mqtt.prefix": (str, lambda v: None if v and "+" not in v and "#" not in v and not v.endswith("/") else "must be a topic prefix without + # or a trailing /"),
-    "mqtt.client_id": ((str, type(None)), None),
-    "mqtt.user": ((str, type(None)), None),
-    "mqtt.password": ((str, type(None)), None),
-    "mqtt.keepalive_s": (int, lambda v: None if 0 <= v <= 65535 else "must be in 0..65535"),
-    "mqtt.timeout_s": (_NUM, lambda v: None if 0.1 <= v <= 120 else "must be in 0.1..120"),
-    "mqtt.backoff_min_s": (_NUM, lambda v: None if 0.05 <= v <= 600 else "must be in 0.05..600"),
-    "mqtt.backoff_max_s": (_NUM, lambda v: None if 0.05 <= v <= 3600 else "must be in 0.05..3600"),
-    "mqtt.tls": ((dict, type(None)), None),
-    "serial.hello_interval_s": (_NUM, lambda v: None if v > 0 else "must be > 0"),
-    "serial.write_timeout_s": (_NUM, lambda v: None if v > 0 else "must be > 0"),
-    "window.n": (int, lambda v: None if 16 <= v <= 8192 and v & (v - 1) == 0 else "must be a power of two in 16..8192"),
-    "window.odr_hz": (_NUM, lambda v: None if 1 <= v <= 100000 else "must be in 1..100000"),
-    "window.range_g": (_NUM, lambda v: None if v > 0 else "must be > 0"),
-    "window.interval_s": (_NUM, lambda v: None if 0 <= v <= 86400 else "must be in 0..86400"),
-    "features.bands": (list, lambda v: _pairs(v, 8)),
-    "features.vel_band": (list, lambda v: _pairs([v], 1)),
-    "features.hf_edge_hz": (_NUM, lambda v: None if v > 0 else "must be > 0"),
-    "features.iso_limits": (list, lambda v: None if len(v) == 3 and all(isinstance(x, _NUM) for x in v) and v[0] < v[1] < v[2] else "must be 3 increasing numbers (A/B, B/C, C/D)"),
-    "batch.max_records": (int, lambda v: None if 1 <= v <= 255 else "must be in 1..255"),
-    "batch.max_bytes": (int, lambda v: None if 256 <= v <= 16384 else "must be in 256..16384"),
-    "batch.ack_timeout_s": (_NUM, lambda v: None if 0.1 <= v <= 600 else "must be in 0.1..600"),
-    "status_interval_s": (_NUM, lambda v: None if v >= 0 else "must be >= 0 (0 = off)"),
-    "journal.segment_bytes": (int, lambda v: None if v >= 512 else "must be >= 512"),
-    "journal.quota_bytes": (int, lambda v: None if v >= 2048 else "must be >= 2048"),
-    "journal.flush_records": (int, lambda v: None if v >= 1 else "must be >= 1"),
-    "journal.flush_ms": (int, lambda v: None if v >= 0 else "must be >= 0"),
-    "wifi": ((dict, type(None)), None),
-    "ntp_host": ((str, type(None)), None),
-    "watchdog_s": (_NUM, lambda v: None if v == 0 or 1 <= v <= 3600 else "must be 0 (off) or 1..3600"),
-    "board": ((str, type(None)), None),
-}
+# key path, types, low, high (None: no bound). Special checks follow in validate().
+_RULES = (
+    ("node_id", str, None, None),
+    ("uplink", str, None, None),
+    ("mqtt.host", str, None, None),
+    ("mqtt.port", int, 1, 65535),
+    ("mqtt.prefix", str, None, None),
+    ("mqtt.client_id", _OPT_STR, None, None),
+    ("mqtt.user", _OPT_STR, None, None),
+    ("mqtt.password", _OPT_STR, None, None),
+    ("mqtt.keepalive_s", int, 0, 65535),
+    ("mqtt.timeout_s", _NUM, 0.1, 120),
+    ("mqtt.backoff_min_s", _NUM, 0.05, 600),
+    ("mqtt.backoff_max_s", _NUM, 0.05, 3600),
+    ("mqtt.tls", _OPT_DICT, None, None),
+    ("serial.hello_interval_s", _NUM, 0.1, 3600),
+    ("serial.write_timeout_s", _NUM, 0.01, 600),
+    ("window.n", int, 16, 8192),
+    ("window.odr_hz", _NUM, 1, 100000),
+    ("window.range_g", _NUM, 1, 400),
+    ("window.interval_s", _NUM, 0, 86400),
+    ("features.bands", list, None, None),
+    ("features.vel_band", list, None, None),
+    ("features.hf_edge_hz", _NUM, 0.001, 100000),
+    ("features.iso_limits", list, None, None),
+    ("batch.max_records", int, 1, 255),
+    ("batch.max_bytes", int, 256, 16384),
+    ("batch.ack_timeout_s", _NUM, 0.1, 600),
+    ("status_interval_s", _NUM, 0, 86400),
+    ("journal.segment_bytes", int, 512, 1 << 24),
+    ("journal.quota_bytes", int, 2048, 1 << 30),
+    ("journal.flush_records", int, 1, 10000),
+    ("journal.flush_ms", int, 0, 3600000),
+    ("wifi", _OPT_DICT, None, None),
+    ("ntp_host", _OPT_STR, None, None),
+    ("watchdog_s", _NUM, 0, 3600),
+    ("board", _OPT_STR, None, None),
+)
 
 
 def _pairs(v, most):
@@ -111,6 +113,24 @@ def _pairs(v, most):
         if not (isinstance(p, list) and len(p) == 2 and isinstance(p[0], _NUM) and isinstance(p[1], _NUM) and 0 <= p[0] < p[1]):
             return "each entry must be [low_hz, high_hz] with 0 <= low < high"
     return None
+
+
+def _special(cfg):
+    """(key, message or None) checks beyond type and range."""
+    m = cfg["mqtt"]
+    w = cfg["window"]
+    f = cfg["features"]
+    p = m["prefix"]
+    lim = f["iso_limits"]
+    n = w["n"]
+    yield "node_id", None if valid_node_id(cfg["node_id"]) else "must be 1-32 chars of A-Z a-z 0-9 _ . -"
+    yield "uplink", None if cfg["uplink"] in ("mqtt", "serial") else 'must be "mqtt" or "serial"'
+    yield "mqtt.prefix", None if p and "+" not in p and "#" not in p and p[-1] != "/" else "must be a topic prefix without + # or a trailing /"
+    yield "window.n", None if n & (n - 1) == 0 else "must be a power of two"
+    yield "features.bands", _pairs(f["bands"], 8)
+    yield "features.vel_band", _pairs([f["vel_band"]], 1)
+    yield "features.iso_limits", None if len(lim) == 3 and all(isinstance(x, _NUM) for x in lim) and lim[0] < lim[1] < lim[2] else "must be 3 increasing numbers (A/B, B/C, C/D)"
+    yield "watchdog_s", None if cfg["watchdog_s"] == 0 or cfg["watchdog_s"] >= 1 else "must be 0 (off) or >= 1"
 
 
 def _merge(defaults, given, path, errors):
@@ -139,18 +159,19 @@ def validate(given):
         raise ConfigError("config: must be a JSON object")
     errors = []
     cfg = _merge(DEFAULTS, given, "", errors)
-    for key, (types, check) in _RULES.items():
+    for key, types, lo, hi in _RULES:
         v = _get(cfg, key)
         if v is None and key == "node_id":
             errors.append("node_id: required")
             continue
-        ok_type = isinstance(v, types) and not (v is True or v is False)
-        if not ok_type:
+        if not isinstance(v, types) or v is True or v is False:
             errors.append("%s: wrong type %s" % (key, type(v).__name__))
-        elif check:
-            err = check(v)
-            if err:
-                errors.append("%s: %s (got %r)" % (key, err, v))
+        elif lo is not None and not lo <= v <= hi:
+            errors.append("%s: must be in %s..%s (got %r)" % (key, lo, hi, v))
+    if not errors:
+        for key, msg in _special(cfg):
+            if msg:
+                errors.append("%s: %s (got %r)" % (key, msg, _get(cfg, key)))
     if not errors:
         m = cfg["mqtt"]
         if m["backoff_min_s"] > m["backoff_max_s"]:

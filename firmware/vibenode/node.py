@@ -191,6 +191,11 @@ class Node:
             self._next_status = time.ticks_add(now, self.status_ms)
             self.status()
         up = self.uplink
+        if not up.connected:
+            try:
+                self.port.network_check(self.cfg)  # WiFi reconnect on boards, bounded
+            except Exception as e:
+                self.health.error("network", e)
         while True:
             try:
                 connected = up.service()

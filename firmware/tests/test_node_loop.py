@@ -1,0 +1,196 @@
+# heap: 192K
+# The node loop with stand-in sensors and a fake uplink, the real journal on the VM's
+# filesystem (cwd is a temp dir): records, flags, one batch in flight, resend, ack, sync.
+import os
+import time
+from array import array
+
+import mptest
+from vibenode import codec
+from vibenode.config import validate
+from vibenode.journal import Journal
+from vibenode.node import Node
+
+NAN = float("nan")
+
+
+class FakeAcq:
+    def __init__(self):
+        self.x = self.y = self.z = array("h", [0] * 8)
+        self.scale_g = 1 / 256
+        self.flags = 0
+        self.fail = False
+
+    def capture(self):
+        if self.fail:
+            raise OSError("sensor gone")
+        return self.flags
+
+
+class FakeFx:
+    nvalues = 41
+
+    def compute(self, x, y, z, scale_g, out):
+        for i in range(1, self.nvalues):
+            out[i] = i * 0.5
+
+
+class FakeTemp:
+    def __init__(self):
+        self.fail = False
+
+    def read_c(self):
+        if self.fail:
+            raise OSError("1-wire")
+        return 21.5
+
+
+class FakeUplink:
+    def __init__(self):
+        self.connected = True
+        self.reconnects = 0
+        self.on_ack = None
+        self.sent = []
+        self.fail_send = False
+
+    def service(self):
+        return self.connected
+
+    def send(self, batch):
+        if self.fail_send:
+            return False
+        self.sent.append(codec.decode_batch(bytes(batch))[1])
+        return True
+
+    def wait(self, ms):
+        pass
+
+
+class FakePort:
+    def reset_cause(self):
+        return 1
+
+    def rssi(self):
+        return None
+
+    def progress(self):
+        pass
+
+    def network_check(self, cfg):
+        return True
+
+
+_n = [0]
+
+
+def make(**over):
+    _n[0] += 1
+    root = os.getcwd() + "/j%d" % _n[0]
+    cfg = validate({"node_id": "t1", "window": {"interval_s": 0}, "status_interval_s": 0,
+                    "batch": {"ack_timeout_s": 0.2, "max_records": 4}})
+    for k, v in over.items():
+        cfg[k] = v
+    j = Journal(root, flush_records=1)
+    up = FakeUplink()
+    logs = []
+    node = Node(cfg, j, FakeAcq(), FakeFx(), FakeTemp(), up, FakePort(), log=logs.append)
+    return node, j, up, logs
+
+
+def test_window_record_values_and_flags():
+    node, j, up, _ = make()
+    node.acq.flags = codec.FIFO_OVERRUN | codec.CLIPPED
+    assert node.window()
+    recs = j.pending(4096)
+    (seq, boot, kind, flags, ts_s, ts_ms, vals), _ = codec.decode_record(recs[0])
+    assert (seq, kind) == (1, 0)
+    assert flags == codec.FIFO_OVERRUN | codec.CLIPPED  # not synced yet
+    assert vals[0] == 21.5 and vals[1] == 0.5 and len(vals) == 41
+    assert ts_s < 100  # seconds since boot
+
+
+def test_sensor_faults_are_flagged_counted_nan():
+    node, j, up, logs = make()
+    node.acq.fail = True
+    node.temp.fail = True
+    node.window()
+    (_, _, _, flags, _, _, vals), _ = codec.decode_record(j.pending(4096)[0])
+    assert flags & codec.ACCEL_FAULT and flags & codec.TEMP_FAULT
+    assert vals[0] != vals[0] and vals[1] != vals[1]
+    assert node.health.get("accel") == 1 and node.health.get("temp") == 1
+    assert node.health.sensor_faults == 3
+    assert logs  # errors reach the console
+    node.acq.fail = node.temp.fail = False
+    node.window()
+    assert node.health.sensor_faults == 0
+
+
+def test_one_batch_in_flight_resend_then_ack_frees():
+    node, j, up, _ = make()
+    for _ in range(3):
+        node.window()
+    node.service(time.ticks_ms())
+    assert len(up.sent) == 1 and [r[0] for r in up.sent[0]] == [1, 2, 3]
+    # backlog flags: records older than the newest window are HISTORICAL
+    assert [bool(r[3] & codec.HISTORICAL) for r in up.sent[0]] == [True, True, False]
+    node.window()  # seq 4 arrives while 1..3 are in flight
+    node.service(time.ticks_ms())
+    assert len(up.sent) == 1  # still waiting for the ack
+    time.sleep_ms(250)
+    node.service(time.ticks_ms())
+    assert len(up.sent) == 2 and [r[0] for r in up.sent[1]] == [1, 2, 3]  # same records
+    assert node.health.get("ack_timeouts") == 1
+    up.on_ack(3, 1795300000123)
+    assert j.depth == 1 and node.inflight is None
+    assert node.clock.synced
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.sent[2]] == [4]
+    node.window()
+    (_, _, _, flags, ts_s, _, _), _ = codec.decode_record(j.pending(4096)[-1])
+    assert flags & codec.CLOCK_SYNCED and ts_s >= 1795300000
+
+
+def test_batches_respect_max_records_and_drain():
+    node, j, up, _ = make()
+    for _ in range(10):
+        node.window()
+    for _ in range(4):
+        node.service(time.ticks_ms())
+        if node.inflight:
+            up.on_ack(node.inflight[1], None)
+    assert [len(b) for b in up.sent] == [4, 4, 2]
+    assert j.depth == 0
+
+
+def test_failed_send_is_retried_when_link_back():
+    node, j, up, _ = make()
+    node.window()
+    up.fail_send = True
+    node.service(time.ticks_ms())
+    assert up.sent == [] and node.inflight is not None
+    up.fail_send = False
+    node.service(time.ticks_ms())
+    assert len(up.sent) == 1
+
+
+def test_ack_ahead_is_counted_and_clamped():
+    node, j, up, _ = make()
+    node.window()
+    up.on_ack(500, None)
+    assert node.health.get("ack_ahead") == 1
+    assert j.depth == 0
+
+
+def test_status_record_fields():
+    node, j, up, _ = make(status_interval_s=60.0)
+    node.window()
+    node.service(time.ticks_ms())  # first status right away
+    recs = j.pending(4096)
+    (_, _, kind, _, _, _, vals), _ = codec.decode_record(recs[-1])
+    assert kind == 1 and len(vals) == 12
+    assert vals[2] == 1 and vals[3] != vals[3]  # reset cause, no rssi
+    assert vals[4] == 1  # journal depth when the status was taken: the window
+    assert vals[8] == 100 and vals[10] == 1
+
+
+mptest.main(globals())
