@@ -95,7 +95,7 @@ def make_cases():
     # single tones across 10-1000 Hz, on bins, off bins, on band and velocity-band edges
     for f in (10.0, 12.5, 23.7, 50.0, 99.0, 100.0, 101.3, 250.0, 499.0, 500.0, 733.3, 999.0,
               1000.0, 1001.5, 1234.0, 1590.0):
-        add("tone_%g" % f, tone(n, odr, f, 1.0, 0.3), tone(n, odr, f, 0.25, 1.1) + 0.1,
+        add(f"tone_{f:g}", tone(n, odr, f, 1.0, 0.3), tone(n, odr, f, 0.25, 1.1) + 0.1,
             one + tone(n, odr, f, 2.0, 2.0))
     # several tones, with noise
     add("multi", tone(n, odr, 30, 0.5) + tone(n, odr, 120, 0.3) + tone(n, odr, 700, 0.2),
@@ -192,7 +192,7 @@ def test_features_match_numpy(vm_results, name):
         r = ref[a]
         rms = r["acc_rms"]
 
-        def check(idx, key, want, rel=0.01, floor=0.0):
+        def check(idx, key, want, rel=0.01, floor=0.0, a=a):
             v = vals[idx]
             if want is None or (isinstance(want, float) and math.isnan(want)):
                 if v is not None:
