@@ -1,8 +1,8 @@
 # ADXL345 3-axis accelerometer (Analog Devices datasheet rev. G): full resolution (3.9 mg/LSB
 # at every range), FIFO in stream mode, 32 samples deep, ODR up to 3200 Hz (SPI above 800 Hz).
-# ADXL345_I2C(i2c, addr) / ADXL345_SPI(spi, cs) wrap machine buses; ADXL345(dev) takes any
-# register device from drivers.bus (CircuitPython buses included).
-from drivers.bus import I2CDevice, SPIDevice
+# ADXL345(bus, addr=0x53, cs=None): bus is machine.I2C / busio.I2C, machine.SPI / busio.SPI
+# with a chip-select pin object, or a register device from drivers.bus.
+from drivers.bus import as_device
 from drivers.errors import SensorError, probe_id
 
 try:
@@ -40,7 +40,8 @@ class ADXL345:
     max_odr_hz = 3200
     fifo_depth = 32
 
-    def __init__(self, dev, odr_hz=3200, range_g=16):
+    def __init__(self, bus, addr=0x53, cs=None, odr_hz=3200, range_g=16):
+        dev = as_device(bus, addr, cs)
         self.dev = dev
         self.overruns = 0
         self._b1 = bytearray(1)
@@ -95,11 +96,11 @@ class ADXL345:
 
 class ADXL345_I2C(ADXL345):
     def __init__(self, i2c, addr=0x53, **kw):
-        ADXL345.__init__(self, I2CDevice(i2c, addr), **kw)
+        ADXL345.__init__(self, i2c, addr=addr, **kw)
 
 
 class ADXL345_SPI(ADXL345):
     """SPI mode 3 (CPOL=1, CPHA=1), up to 5 MHz; cs is a Pin."""
 
     def __init__(self, spi, cs, **kw):
-        ADXL345.__init__(self, SPIDevice(spi, cs, 0x80, 0x40, "spi"), **kw)
+        ADXL345.__init__(self, spi, cs=cs, **kw)

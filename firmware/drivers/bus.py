@@ -164,3 +164,23 @@ class CPSPIDevice:
             raise SensorError("%s: write of reg 0x%02X failed: %s" % (self.name, reg, e))
         finally:
             self._end()
+
+
+def as_device(bus, addr=None, cs=None, auto_inc=0, read_flag=0x80, multi_flag=0x40):
+    """A register device for whatever the port handed over: an existing device (returned
+    as is), machine.I2C / busio.I2C (with addr), or machine.SPI / busio.SPI with a
+    chip-select pin object (cs)."""
+    if hasattr(bus, "read_into") and hasattr(bus, "name"):
+        return bus
+    if cs is not None:
+        if isinstance(cs, int):
+            raise SensorError("SPI chip select must be a pin object, got the number %d" % cs)
+        if hasattr(bus, "try_lock"):
+            return CPSPIDevice(bus, cs, read_flag=read_flag, multi_flag=multi_flag)
+        return SPIDevice(bus, cs, read_flag, multi_flag)
+    if hasattr(bus, "readfrom_mem_into"):
+        return I2CDevice(bus, addr, auto_inc)
+    if hasattr(bus, "writeto_then_readfrom"):
+        return CPI2CDevice(bus, addr, auto_inc)
+    raise SensorError("unsupported bus object %r (need I2C, SPI + cs, or a register device)"
+                      % (bus,))

@@ -2,7 +2,7 @@
 # one transfer (with the FIFO on, the read address rolls over from OUT_Z_H back to OUT_X_L).
 # Samples stay the chip's left-justified int16; scale_g accounts for the resolution:
 # high-resolution 12 bit up to 1344 Hz, low-power 8 bit at 1600 and 5376 Hz.
-from drivers.bus import I2CDevice, SPIDevice
+from drivers.bus import as_device
 from drivers.errors import SensorError, probe_id
 
 try:
@@ -37,7 +37,9 @@ class LIS3DH:
     max_odr_hz = 5376
     fifo_depth = 32
 
-    def __init__(self, dev, odr_hz=1344, range_g=16):
+    def __init__(self, bus, addr=0x18, cs=None, odr_hz=1344, range_g=16):
+        # I2C auto-increment: register MSB; SPI: read 0x80, multi-byte 0x40
+        dev = as_device(bus, addr, cs, auto_inc=0x80)
         self.dev = dev
         self.overruns = 0
         self._b1 = bytearray(1)
@@ -99,9 +101,9 @@ class LIS3DH:
 
 class LIS3DH_I2C(LIS3DH):
     def __init__(self, i2c, addr=0x18, **kw):
-        LIS3DH.__init__(self, I2CDevice(i2c, addr, auto_inc=0x80), **kw)
+        LIS3DH.__init__(self, i2c, addr=addr, **kw)
 
 
 class LIS3DH_SPI(LIS3DH):
     def __init__(self, spi, cs, **kw):
-        LIS3DH.__init__(self, SPIDevice(spi, cs, 0x80, 0x40, "spi"), **kw)
+        LIS3DH.__init__(self, spi, cs=cs, **kw)

@@ -1,6 +1,6 @@
 # MCP9808 I2C thermometer (Microchip DS20005095): 0.0625 C resolution, 13-bit two's
 # complement ambient temperature in register 0x05 (big endian, flag bits 15..13).
-from drivers.bus import I2CDevice
+from drivers.bus import as_device
 from drivers.errors import SensorError
 
 _T_AMBIENT = 0x05
@@ -14,7 +14,8 @@ DEVICE_ID = 0x04
 class MCP9808:
     name = "MCP9808"
 
-    def __init__(self, dev):
+    def __init__(self, bus, addr=0x18):
+        dev = as_device(bus, addr)
         self.dev = dev
         self._b2 = bytearray(2)
         try:
@@ -39,4 +40,4 @@ class MCP9808:
 
 class MCP9808_I2C(MCP9808):
     def __init__(self, i2c, addr=0x18):
-        MCP9808.__init__(self, I2CDevice(i2c, addr))
+        MCP9808.__init__(self, i2c, addr)

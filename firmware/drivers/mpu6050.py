@@ -2,7 +2,7 @@
 # 1024-byte FIFO of big-endian X/Y/Z words, read through FIFO_R_W with the byte count in
 # FIFO_COUNT. An overflow drops the oldest *bytes*, so frames lose alignment: the driver
 # counts it and resets the FIFO.
-from drivers.bus import I2CDevice
+from drivers.bus import as_device
 from drivers.errors import SensorError, probe_id
 
 try:
@@ -35,7 +35,8 @@ class MPU6050:
     max_odr_hz = 1000
     fifo_depth = 170
 
-    def __init__(self, dev, odr_hz=1000, range_g=16):
+    def __init__(self, bus, addr=0x68, odr_hz=1000, range_g=16):
+        dev = as_device(bus, addr)
         self.dev = dev
         self.overruns = 0
         self._b1 = bytearray(1)
@@ -99,4 +100,4 @@ class MPU6050:
 
 class MPU6050_I2C(MPU6050):
     def __init__(self, i2c, addr=0x68, **kw):
-        MPU6050.__init__(self, I2CDevice(i2c, addr), **kw)
+        MPU6050.__init__(self, i2c, addr=addr, **kw)

@@ -4,7 +4,7 @@ from array import array
 
 import mptest
 from fakes_accel import FakeADXL345, FakeI2C, FakeLIS3DH, FakeMPU6050, FakePin, FakeSPI
-from drivers.adxl345 import ADXL345_I2C, ADXL345_SPI
+from drivers.adxl345 import ADXL345, ADXL345_I2C, ADXL345_SPI
 from drivers.errors import SensorError
 from drivers.lis3dh import LIS3DH_I2C, LIS3DH_SPI
 from drivers.mpu6050 import MPU6050_I2C
@@ -165,6 +165,18 @@ def test_mpu6050_overflow_resets_fifo():
     assert a.overruns == 1 and chip.resets == r0 + 1 and len(chip.fifo) == 0
     chip.push(11, -12, 13)
     assert a.read_fifo_into(X, Y, Z, 0, 256) == 1 and (X[0], Y[0], Z[0]) == (11, -12, 13)
+
+
+def test_factory_style_construction():
+    # vibenode.sensors builds drivers as cls(port.bus(name), **board_params)
+    chip = FakeADXL345()
+    a = ADXL345(i2c_with(0x1D, chip), addr=0x1D, odr_hz=1600, range_g=8)
+    assert a.dev.name == "i2c@0x1D" and chip.regs[0x2C] == 0x0E
+    cs = FakePin()
+    b = ADXL345(FakeSPI(FakeADXL345(), cs), cs=cs)
+    assert b.dev.name == "spi"
+    e = mptest.raises(SensorError, ADXL345, FakeSPI(FakeADXL345(), cs), cs=5)
+    assert "pin object" in str(e)
 
 
 mptest.main(globals())
