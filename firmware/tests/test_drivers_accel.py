@@ -175,7 +175,7 @@ def test_factory_style_construction():
     cs = FakePin()
     b = ADXL345(FakeSPI(FakeADXL345(), cs), cs=cs)
     assert b.dev.name == "spi"
-    e = mptest.raises(SensorError, ADXL345, FakeSPI(FakeADXL345(), cs), cs=5)
+    e = mptest.raises(SensorError, lambda: ADXL345(FakeSPI(FakeADXL345(), cs), cs=5))
     assert "pin object" in str(e)
 
 
