@@ -50,9 +50,9 @@ def _absent_reason(config) -> str | None:
     if not port:
         return None
     if not os.path.exists(port):
-        return f"HIL: no device at {port} (board unplugged? see docs/hil.md); all hardware tests skipped"
+        return f"HIL: no device at {port} (board unplugged? see docs/hil.md); hardware tests skipped"
     if not config.getoption("--board"):
-        return "HIL: --port needs --board <boards/*.json>; all hardware tests skipped"
+        return "HIL: --port needs --board <boards/*.json>; hardware tests skipped"
     return None
 
 
@@ -65,14 +65,19 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    """No device: keep one HIL item, skipped with the reason, and deselect the rest (one line)."""
     reason = _absent_reason(config)
     if reason is None:
         return
     here = Path(__file__).parent
-    mark = pytest.mark.skip(reason=reason)
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(mark)
+    hil = [it for it in items if here in Path(str(it.fspath)).parents]
+    if not hil:
+        return
+    hil[0].add_marker(pytest.mark.skip(reason=f"{reason} ({len(hil)} tests)"))
+    rest = hil[1:]
+    if rest:
+        config.hook.pytest_deselected(items=rest)
+        items[:] = [it for it in items if it not in rest]
 
 
 @dataclass
