@@ -77,7 +77,12 @@ class Bridge:
         if self.web:
             await loop.run_in_executor(None, self.web.stop)
         self.historian.close()
-        log.info("bridge stopped")
+        c = self.counters
+        log.info(
+            "bridge stopped: %d records stored, %d duplicates, %d acks sent",
+            c.get("records_stored"), c.get("records_duplicate"), c.get("acks_sent"),
+            extra={"records_stored": c.get("records_stored"), "acks_sent": c.get("acks_sent")},
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
