@@ -221,3 +221,37 @@ def test_sensing_path_runs_from_mpy_in_64k(tmp_path):
     proc = run_micropython(script, heap="64K", cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "peak" in proc.stdout
+
+
+BOARD_KEYS = {"name", "mcu", "port", "buses", "sensors", "flash", "heap", "acquisition"}
+
+
+def _driver_tables() -> dict[str, set[str]]:
+    tree = ast.parse((FIRMWARE / "vibenode" / "sensors.py").read_text())
+    tables = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("ACCEL_DRIVERS", "TEMP_DRIVERS"):
+                tables[node.targets[0].id] = set(ast.literal_eval(node.value))
+    return tables
+
+
+def test_board_files():
+    import json
+
+    boards = sorted((REPO / "boards").glob("*.json"))
+    names = {p.stem for p in boards}
+    assert {"esp32-devkitc", "esp32-s3-devkitc", "pico-w", "virtual"} <= names
+    assert any(json.loads(p.read_text())["port"] == "circuitpython" for p in boards)
+    tables = _driver_tables()
+    for p in boards:
+        b = json.loads(p.read_text())
+        assert BOARD_KEYS <= set(b), (p.name, BOARD_KEYS - set(b))
+        assert b["name"] == p.stem
+        acc, temp = b["sensors"]["accel"], b["sensors"].get("temp")
+        assert acc["driver"] in tables["ACCEL_DRIVERS"], p.name
+        assert temp is None or temp["driver"] in tables["TEMP_DRIVERS"], p.name
+        for s in (acc, temp):
+            if s and "bus" in s:
+                assert s["bus"] in b["buses"], (p.name, s["bus"])
+        assert b["acquisition"]["window"] & (b["acquisition"]["window"] - 1) == 0
