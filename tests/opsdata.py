@@ -47,6 +47,8 @@ def severity_ramp(node: str, n: int, end_s: float, step_s: float = 10.0, limits=
 def feed(bridge, records: list[Record]) -> None:
     """What ingest does after decoding: commit, then apply to the tags."""
     new = bridge.historian.insert(records)
+    bridge.counters.inc("records_in", len(records))
+    bridge.counters.inc("records_stored", len(new))
     bridge.tags.apply(new)
 
 
