@@ -69,7 +69,7 @@ def reference(counts, scale_g, odr, bands=BANDS, vel_band=(10.0, 1000.0), hf_edg
             crest=peak / rms if rms > 0 else math.nan,
             kurtosis=stats.kurtosis(x, fisher=False, bias=True) if rms > 0 else math.nan,
             hf_rms=np.sqrt(np.sum(p[bins(hf_edge, odr, n, odr)])),
-            dom_freq=float(np.sum(ks * lobe) / np.sum(lobe)) * odr / n,
+            dom_freq=float(np.sum(ks * lobe) / np.sum(lobe)) * odr / n if lobe.sum() else math.nan,
             dom_amp=np.sqrt(2 * np.sum(lobe)),
             bands=[np.sqrt(np.sum(p[bins(lo_, hi_, n, odr)])) for lo_, hi_ in bands],
         )
