@@ -82,7 +82,7 @@ def port_module(board: dict) -> str:
     p = _norm(board.get("port"))
     if p in ("unix", "virtual", "host"):
         return "unix"
-    if p in ("esp32", "rp2"):
+    if p in ("esp32", "rp2", "circuitpython"):
         return p
     mcu = _norm(board.get("mcu"))
     if mcu.startswith("esp32"):
@@ -101,20 +101,18 @@ def is_circuitpython(board: dict) -> bool:
 
 def board_arch(board: dict) -> str | None:
     """mpy-cross -march for the board, or None to ship .py sources."""
-    if "arch" in board:
-        return board["arch"] or None
     if is_circuitpython(board):
         return None  # CircuitPython's .mpy format differs from MicroPython's mpy-cross: ship sources
-    mcu = _norm(board.get("mcu"))
-    if mcu in ARCH_BY_MCU:
-        return ARCH_BY_MCU[mcu]
-    port = port_module(board)
-    if port == "unix":
+    if port_module(board) == "unix":
         return HOST_ARCH.get(platform.machine().lower())  # the VM runs native code for the host
-    for m, a in ARCH_BY_MCU.items():
+    for key in ("arch", "viper_arch"):
+        if key in board:
+            return board[key] or None
+    mcu = _norm(board.get("mcu"))
+    for m, a in sorted(ARCH_BY_MCU.items(), key=lambda kv: -len(kv[0])):
         if mcu.startswith(m):
             return a
-    return {"esp32": "xtensawin", "rp2": "armv6m"}.get(port)
+    return {"esp32": "xtensawin", "rp2": "armv6m"}.get(port_module(board))
 
 
 def validate_config(cfg: dict) -> None:
@@ -161,6 +159,7 @@ class Image:
     files: dict[str, bytes] = field(default_factory=dict)
     arch: str | None = None
     port: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def hashes(self) -> dict[str, str]:
         return {p: hashlib.sha256(b).hexdigest() for p, b in sorted(self.files.items())}
@@ -211,31 +210,38 @@ def _compile(src: Path, arch: str | None, tmp: Path) -> bytes:
     return out.read_bytes()
 
 
-def firmware_sources(port: str) -> list[tuple[str, Path]]:
-    """(device path without suffix change, source file) for the firmware the port needs."""
+def firmware_sources(port: str, strict: bool = True) -> tuple[list[tuple[str, Path]], list[str]]:
+    """((device path, source file) for the firmware the port needs, warnings)."""
     out = [("main.py", FIRMWARE / "main.py")]
     for pkg in PACKAGES:
         for f in sorted((FIRMWARE / pkg).glob("*.py")):
             out.append((f"{pkg}/{f.name}", f))
     ports = FIRMWARE / "ports"
-    mod = ports / f"{port}.py"
-    if not mod.exists():
-        raise DeployError(f"firmware/ports/{port}.py is missing: the firmware has no port for this board yet")
+    warnings = []
+    if not (ports / f"{port}.py").exists():
+        msg = f"firmware/ports/{port}.py is missing: the firmware has no port for this board yet"
+        if strict:
+            raise DeployError(msg)
+        warnings.append(msg)
     out.append(("ports/__init__.py", ports / "__init__.py"))
-    for f in sorted(ports.glob(f"{port}*.py")):
-        out.append((f"ports/{f.name}", f))
-    return out
+    for f in sorted(ports.glob("*.py")):
+        # the board's own module(s), plus the shared helpers (_board.py) on hardware ports
+        if f.stem == port or f.stem.startswith(port + "_") or (f.stem.startswith("_") and f.stem != "__init__"
+                                                                 and port != "unix"):
+            out.append((f"ports/{f.name}", f))
+    return out, warnings
 
 
 def build_image(board: dict, cfg: dict | None, compile_mpy: bool = True, umqtt: str = "cache",
-                extra: dict[str, bytes] | None = None) -> Image:
+                extra: dict[str, bytes] | None = None, strict: bool = True, revision: str | None = None) -> Image:
     port = port_module(board)
     arch = board_arch(board) if compile_mpy else None
-    do_compile = compile_mpy and not is_circuitpython(board)
+    do_compile = compile_mpy and arch is not None and not is_circuitpython(board)
     img = Image(arch=arch if do_compile else None, port=port)
+    sources, img.warnings = firmware_sources(port, strict)
     with tempfile.TemporaryDirectory(prefix="vibekit-mpy-") as tmp:
         t = Path(tmp)
-        for dev, src in firmware_sources(port):
+        for dev, src in sources:
             if do_compile and dev != "main.py":
                 img.files[dev[:-3] + ".mpy"] = _compile(src, arch, t)
             else:
@@ -259,7 +265,7 @@ def build_image(board: dict, cfg: dict | None, compile_mpy: bool = True, umqtt: 
     img.files["board.json"] = (json.dumps(board, indent=1, sort_keys=True) + "\n").encode()
     for k, v in (extra or {}).items():
         img.files[k] = v
-    manifest = {"git": _git_rev(), "arch": img.arch, "port": port, "board": board.get("name"),
+    manifest = {"git": revision or _git_rev(), "arch": img.arch, "port": port, "board": board.get("name"),
                 "files": img.hashes()}
     img.files["deploy.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     return img
@@ -354,11 +360,11 @@ def device_hashes(port: str, img: Image) -> tuple[dict[str, str | None], list[st
 
 
 def deploy(board: dict, cfg: dict, port: str, compile_mpy: bool = True, umqtt: str = "cache",
-           reset: bool = True, log=print) -> DeployResult:
+           reset: bool = True, log=print, revision: str | None = None) -> DeployResult:
     if umqtt not in ("cache", "mip", "skip"):
         raise DeployError("umqtt must be cache, mip or skip")
     validate_config(cfg)
-    img = build_image(board, cfg, compile_mpy, umqtt)
+    img = build_image(board, cfg, compile_mpy, umqtt, revision=revision)
     want = img.hashes()
     have, removed = device_hashes(port, img)
     changed = [p for p in sorted(img.files) if have.get(p) != want[p]]
