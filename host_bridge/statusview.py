@@ -20,6 +20,9 @@ QUALITY_COLOR = {"good": "green", "stale": "yellow", "offline": "red", "initial"
 ZONE_COLOR = {"A": "green", "B": "green", "C": "yellow", "D": "red"}
 
 
+SMALL_BACKLOG = 10  # records: below this a backlog is the batch in flight, not an outage
+
+
 class StatusError(RuntimeError):
     pass
 
@@ -72,6 +75,8 @@ class Drain:
             return "-"
         if backlog <= 0 or self.peak <= 0:
             return "drained" if backlog == 0 else "-"
+        if self.peak < SMALL_BACKLOG:
+            return "live"  # a batch or two in flight: normal, nothing to drain
         done = max(0.0, min(1.0, (self.peak - backlog) / self.peak))
         bar = "#" * round(done * width) + "." * (width - round(done * width))
         r = self.rate()
