@@ -83,29 +83,51 @@ class Ingest:
         self._thread = None
 
     def _run(self) -> None:
+        stopping = False
         while True:
             first = self._q.get()
-            group: list[Inbound] = []
-            stop = first is None
-            if first is not None:
-                group.append(first)
+            group: list[Inbound] = [] if first is None else [first]
+            stopping = stopping or first is None
             while len(group) < self._max_group:
                 try:
                     m = self._q.get_nowait()
                 except queue.Empty:
                     break
                 if m is None:
-                    stop = True
-                    continue
-                group.append(m)
+                    stopping = True
+                else:
+                    group.append(m)
             if group:
                 try:
                     self.process(group)
                 except Exception:  # keep the bridge up; the nodes will resend
                     log.exception("ingest group of %d failed; nothing acked", len(group))
                     self.counters.inc("ingest_errors")
-            if stop and self._q.empty():
+            if stopping:
+                # Finish only what was queued when told to stop: inputs may still deliver,
+                # and whatever comes later is resent by the nodes (nothing was acked).
+                self._drain_once()
                 return
+
+    def _drain_once(self) -> None:
+        left = self._q.qsize()
+        while left > 0:
+            group: list[Inbound] = []
+            while left > 0 and len(group) < self._max_group:
+                left -= 1
+                try:
+                    m = self._q.get_nowait()
+                except queue.Empty:
+                    left = 0
+                    break
+                if m is not None:
+                    group.append(m)
+            if group:
+                try:
+                    self.process(group)
+                except Exception:
+                    log.exception("ingest group of %d failed at shutdown; nothing acked", len(group))
+                    self.counters.inc("ingest_errors")
 
     def process(self, group: list[Inbound]) -> None:
         """Decode, store, apply and ack one group of inbound payloads (synchronously)."""
