@@ -118,6 +118,7 @@ async def _serve(cfg, broker: EmbeddedBroker, links: dict[str, str], duration: f
         f"  Modbus TCP   127.0.0.1:{bridge.modbus.port if bridge.modbus else '-'} "
         f"(unit id = node number; see docs/register-map.md)\n"
         f"  OPC UA       {bridge.opcua.endpoint if bridge.opcua else '-'} (anonymous, demo only)\n"
+        f"  status page  {(bridge.web.url if bridge.web else None) or '-'} (also /metrics)\n"
         f"  historian    {cfg.data_dir / 'historian.sqlite3'}\n"
         "Ctrl-C stops.\n"
     )

