@@ -44,6 +44,11 @@ class MqttConfig:
     keepalive: int = 30
     session_expiry_s: int = 86400  # broker keeps our subscriptions and queued batches this long
     embedded_broker: bool = False  # start mosquitto (or amqtt) ourselves
+    # TLS to the broker (docs/security.md): CA that signed the broker's certificate (verified,
+    # with its host name), and the bridge's own client certificate + key when the broker asks.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass
@@ -187,7 +192,14 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
         keepalive=_take(m, "keepalive", int, d.keepalive, src, "mqtt."),
         session_expiry_s=_take(m, "session_expiry_s", int, d.session_expiry_s, src, "mqtt."),
         embedded_broker=_take(m, "embedded_broker", bool, d.embedded_broker, src, "mqtt."),
+        tls_ca=_take(m, "tls_ca", str, None, src, "mqtt."),
+        tls_cert=_take(m, "tls_cert", str, None, src, "mqtt."),
+        tls_key=_take(m, "tls_key", str, None, src, "mqtt."),
     )
+    if (cfg.mqtt.tls_cert is None) != (cfg.mqtt.tls_key is None):
+        raise ConfigError(src, "mqtt.tls_key", "tls_cert and tls_key go together")
+    if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
+        raise ConfigError(src, "mqtt.tls_ca", "a client certificate needs tls_ca (the broker is always verified)")
     if not cfg.mqtt.prefix or any(c in cfg.mqtt.prefix for c in "+#"):
         raise ConfigError(src, "mqtt.prefix", "must be a non-empty topic without wildcards")
 
