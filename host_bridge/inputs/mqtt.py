@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 
 import paho.mqtt.client as mqtt
@@ -43,7 +44,11 @@ class MqttInput:
         )
         if cfg.username:
             c.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls_ca:  # verify the broker's certificate and host name; our cert if configured
+            c.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key,
+                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -75,6 +80,13 @@ class MqttInput:
         self.counters.inc("mqtt_connects")
         self.connected.set()
         log.info("connected to broker %s:%d, prefix %s", self.cfg.host, self.cfg.port, self.prefix)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        # TCP refused, or the TLS handshake failed (untrusted certificate, wrong host name)
+        self.counters.inc("mqtt_connect_failed")
+        n = self.counters.get("mqtt_connect_failed")
+        if n & (n - 1) == 0:  # the first, then at powers of two
+            log.warning("cannot connect to broker %s:%d (TCP or TLS failure)", self.cfg.host, self.cfg.port)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
