@@ -300,6 +300,32 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- broker-config --------------------------------------------------------------------------
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    from host_bridge.broker_acl import write_broker_files
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    tls = None
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        if not (args.tls_ca and args.tls_cert and args.tls_key):
+            print("broker-config: --tls-ca, --tls-cert and --tls-key go together", file=sys.stderr)
+            return EXIT_FAIL
+        tls = {"ca": str(args.tls_ca.resolve()), "cert": str(args.tls_cert.resolve()), "key": str(args.tls_key.resolve())}
+    try:
+        paths = write_broker_files(cfg, args.out.resolve(), args.port, args.bind, tls)
+    except ValueError as e:
+        print(f"broker-config: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    for k, v in paths.items():
+        print(f"{k:<12} {v}")
+    print(f"{len(cfg.nodes)} node accounts + the bridge; passwords only in {paths['credentials']} (mode 0600)")
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 
@@ -316,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a bridge config file")
     c.add_argument("config", type=Path)
     c.set_defaults(fn=cmd_check_config)
+
+    bc = sub.add_parser("broker-config", help="mosquitto password file + ACL for the config's nodes (docs/security.md)")
+    bc.add_argument("--config", "-c", required=True, type=Path)
+    bc.add_argument("--out", "-o", required=True, type=Path, help="output directory (passwords kept on re-runs)")
+    bc.add_argument("--port", type=int, default=8883)
+    bc.add_argument("--bind", default="0.0.0.0", help="listener address: the OT interface")
+    bc.add_argument("--tls-ca", type=Path)
+    bc.add_argument("--tls-cert", type=Path, help="the broker's certificate")
+    bc.add_argument("--tls-key", type=Path)
+    bc.set_defaults(fn=cmd_broker_config)
 
     s = sub.add_parser("status", help="live view of a running bridge (from its web API)")
     where = s.add_mutually_exclusive_group(required=True)
