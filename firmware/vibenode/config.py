@@ -48,6 +48,7 @@ DEFAULTS = {
         "max_records": 64,
         "max_bytes": 4096,
         "ack_timeout_s": 5.0,
+        "backfill_rps": 100,  # backlog records per second at most (0 = no limit); live goes first
     },
     "status_interval_s": 60.0,
     "journal": {
@@ -55,6 +56,9 @@ DEFAULTS = {
         "quota_bytes": 262144,
         "flush_records": 8,
         "flush_ms": 2000,
+        "stage_bytes": 4096,  # RAM staging buffer (one littlefs block holds one full flush)
+        "offline_flush_records": 21,  # while the link is down: fill a block per flush
+        "offline_flush_ms": 60000,
     },
     "wifi": None,  # {"ssid": str, "password": str, "hostname": str} (esp32, rp2)
     "ntp_host": None,  # e.g. "pool.ntp.org"; None: time comes from the bridge's acks
@@ -94,11 +98,15 @@ _RULES = (
     ("batch.max_records", int, 1, 255),
     ("batch.max_bytes", int, 256, 16384),
     ("batch.ack_timeout_s", _NUM, 0.1, 600),
+    ("batch.backfill_rps", _NUM, 0, 1000000),
     ("status_interval_s", _NUM, 0, 86400),
     ("journal.segment_bytes", int, 512, 1 << 24),
     ("journal.quota_bytes", int, 2048, 1 << 30),
     ("journal.flush_records", int, 1, 10000),
     ("journal.flush_ms", int, 0, 3600000),
+    ("journal.stage_bytes", int, 64, 65536),
+    ("journal.offline_flush_records", int, 1, 10000),
+    ("journal.offline_flush_ms", int, 0, 3600000),
     ("wifi", _OPT_DICT, None, None),
     ("ntp_host", _OPT_STR, None, None),
     ("watchdog_s", _NUM, 0, 3600),
