@@ -47,6 +47,8 @@ class EmbeddedBroker:
     def start(self) -> EmbeddedBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         exe = find_mosquitto() if self.prefer in ("auto", "mosquitto") else None
+        if self.prefer == "mosquitto" and not exe:
+            raise RuntimeError("mosquitto not found (apt-get install mosquitto), or use the amqtt broker")
         log = open(self.workdir / "broker.log", "ab")
         if exe:
             conf = self.workdir / "mosquitto.conf"

@@ -402,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--opcua-port", type=int, default=4840)
     d.add_argument("--mqtt-port", type=int, default=0, help="embedded broker port (0: a free one)")
     d.add_argument("--workdir", type=Path, default=Path("var/demo"))
+    d.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                   help="embedded broker: the system's mosquitto if present (auto), else amqtt")
     d.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
     d.add_argument("--log-level", default="warning")
     d.add_argument("--log-format", choices=FORMATS, default="text")

@@ -43,6 +43,7 @@ class MqttConfig:
     password: str | None = None
     keepalive: int = 30
     session_expiry_s: int = 86400  # broker keeps our subscriptions and queued batches this long
+    protocol: int = 5  # MQTT 5, or 4 for 3.1.1 (persistent session via clean_session=false)
     embedded_broker: bool = False  # start mosquitto (or amqtt) ourselves
     # TLS to the broker (docs/security.md): CA that signed the broker's certificate (verified,
     # with its host name), and the bridge's own client certificate + key when the broker asks.
@@ -191,6 +192,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
         password=_take(m, "password", str, None, src, "mqtt."),
         keepalive=_take(m, "keepalive", int, d.keepalive, src, "mqtt."),
         session_expiry_s=_take(m, "session_expiry_s", int, d.session_expiry_s, src, "mqtt."),
+        protocol=_take(m, "protocol", int, d.protocol, src, "mqtt."),
         embedded_broker=_take(m, "embedded_broker", bool, d.embedded_broker, src, "mqtt."),
         tls_ca=_take(m, "tls_ca", str, None, src, "mqtt."),
         tls_cert=_take(m, "tls_cert", str, None, src, "mqtt."),
@@ -200,6 +202,8 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
         raise ConfigError(src, "mqtt.tls_key", "tls_cert and tls_key go together")
     if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
         raise ConfigError(src, "mqtt.tls_ca", "a client certificate needs tls_ca (the broker is always verified)")
+    if cfg.mqtt.protocol not in (4, 5):
+        raise ConfigError(src, "mqtt.protocol", f"must be 5 (MQTT 5) or 4 (MQTT 3.1.1), got {cfg.mqtt.protocol}")
     if not cfg.mqtt.prefix or any(c in cfg.mqtt.prefix for c in "+#"):
         raise ConfigError(src, "mqtt.prefix", "must be a non-empty topic without wildcards")
 

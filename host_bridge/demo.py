@@ -66,7 +66,7 @@ def run_demo(args: argparse.Namespace) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     mqtt_port = args.mqtt_port or _free_port()
-    broker = EmbeddedBroker(port=mqtt_port, workdir=work / "broker").start()
+    broker = EmbeddedBroker(port=mqtt_port, workdir=work / "broker", prefer=args.broker).start()
     nodes = []
     links: dict[str, str] = {}
     try:
@@ -81,7 +81,11 @@ def run_demo(args: argparse.Namespace) -> int:
         cfg = parse_config(
             {
                 "bridge": {"data_dir": str(work / "bridge"), "stale_after_s": 10.0, "offline_after_s": 30.0},
-                "mqtt": {"port": mqtt_port, "client_id": "vibekit-demo-bridge"},
+                "mqtt": {
+                    "port": mqtt_port,
+                    "client_id": "vibekit-demo-bridge",
+                    "protocol": 5 if broker.kind == "mosquitto" else 4,  # amqtt speaks 3.1.1 only
+                },
                 "serial": [{"port": vn.serial_path, "node": vn.node_id} for vn in nodes if vn.uplink == "serial"],
                 "modbus": {"port": args.modbus_port},
                 "opcua": {

@@ -37,10 +37,13 @@ class MqttInput:
         self.prefix = cfg.prefix
         self._levels = len(self.prefix.split("/"))
         self.connected = threading.Event()
+        # MQTT 5 by default (session expiry); 3.1.1 for brokers that speak only that (amqtt).
+        self._v5 = cfg.protocol == 5
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            clean_session=None if self._v5 else False,
         )
         if cfg.username:
             c.username_pw_set(cfg.username, cfg.password)
@@ -56,11 +59,14 @@ class MqttInput:
         self.client = c
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        self.client.connect_async(
-            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, clean_start=False, properties=props
-        )
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            self.client.connect_async(
+                self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, clean_start=False, properties=props
+            )
+        else:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
 
     def stop(self) -> None:
