@@ -107,7 +107,8 @@ def conf_text(out_dir: Path, port: int = 8883, bind: str = "0.0.0.0", tls: dict[
         ]
     lines += [
         "max_connections 500",
-        "max_packet_size 20000  # a batch is at most 16384 bytes (docs/protocol.md)",
+        "# a batch is at most 16384 bytes (docs/protocol.md); larger packets are refused",
+        "max_packet_size 20000",
         "",
     ]
     return "\n".join(lines)
