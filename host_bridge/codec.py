@@ -10,7 +10,7 @@ import struct
 import zlib
 from collections.abc import Iterable
 
-from host_bridge.model import Ack, Record
+from host_bridge.model import FLAGS_KNOWN, Ack, Record
 
 VERSION = 1
 BATCH_MAGIC = b"VB"
@@ -81,7 +81,7 @@ def decode_record(
     if seq == 0:
         raise CodecError("bad_seq", "seq 0")
     values = struct.unpack_from(f"<{n}f", buf, offset)
-    rec = Record(node_id, seq, boot, kind, flags & 0x3F, ts_s, ts_ms, values, received_ms, source)
+    rec = Record(node_id, seq, boot, kind, flags & FLAGS_KNOWN, ts_s, ts_ms, values, received_ms, source)
     return rec, end
 
 

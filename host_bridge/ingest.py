@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from host_bridge import codec
 from host_bridge.metrics import Counters
-from host_bridge.model import Record
+from host_bridge.model import FLAG_PREVIEW, Record
 from host_bridge.store import Historian
 from host_bridge.tags import TagStore, now_ms
 
@@ -140,19 +140,27 @@ class Ingest:
             node_id, recs = decoded
             accepted.append((m, node_id, recs))
             records.extend(recs)
-        for node_id in {r.node_id for r in records} - self._last_seq.keys():
+        for node_id in {a[1] for a in accepted} - self._last_seq.keys():
             self._last_seq[node_id] = self.historian.max_seq(node_id)  # 0: a node we never saw
         new = self.historian.insert(records) if records else []
         self.counters.inc("records_stored", len(new))
         self.counters.inc("records_duplicate", len(records) - len(new))
+        self._count_gaps(records)
         if new:
-            self._count_gaps(new)
             self.tags.apply(new)
         for m, node_id, recs in accepted:
             self.counters.inc("batches_ok")
             if m.reply is None:
                 continue
-            seq = recs[-1].seq if recs else self.historian.max_seq(node_id)
+            # The last in-order record of the batch; a batch of previews only is answered with
+            # the in-order frontier, so it never frees the node's unsent backlog.
+            seq = 0
+            for r in reversed(recs):
+                if not r.flags & FLAG_PREVIEW:
+                    seq = r.seq
+                    break
+            if not seq:
+                seq = self._last_seq.get(node_id, 0)
             try:
                 m.reply(node_id, seq)
                 self.counters.inc("acks_sent")
@@ -160,9 +168,16 @@ class Ingest:
                 log.warning("ack to %s via %s failed: %s", node_id, m.source, e)
                 self.counters.inc("acks_failed")
 
-    def _count_gaps(self, new: list[Record]) -> None:
-        """Nodes forward oldest first, so a jump in seq is records that will never come."""
-        for r in sorted(new, key=lambda r: (r.node_id, r.seq)):
+    def _count_gaps(self, records: list[Record]) -> None:
+        """Nodes forward oldest first, so a jump in seq is records that will never come.
+
+        Only the in-order stream counts (resends included, they change nothing): a preview is
+        ahead of the stream by design and its in-order copy follows.
+        """
+        inorder = [r for r in records if not r.flags & FLAG_PREVIEW]
+        if len(inorder) > 1:
+            inorder.sort(key=lambda r: (r.node_id, r.seq))
+        for r in inorder:
             last = self._last_seq.get(r.node_id, 0)
             if last and r.seq > last + 1:
                 missing = r.seq - last - 1

@@ -17,6 +17,9 @@ FLAG_ACCEL_FAULT = 0x04
 FLAG_TEMP_FAULT = 0x08
 FLAG_FIFO_OVERRUN = 0x10
 FLAG_CLIPPED = 0x20
+# A live record a node sent ahead of its backlog; the same record follows again in order.
+FLAG_PREVIEW = 0x40
+FLAGS_KNOWN = 0x7F
 
 AXES = ("x", "y", "z")
 

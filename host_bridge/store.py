@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from host_bridge.model import FLAG_CLOCK_SYNCED, Record
+from host_bridge.model import FLAG_CLOCK_SYNCED, FLAG_PREVIEW, Record
 
 
 class Historian(Protocol):
@@ -79,6 +79,12 @@ class SqliteHistorian:
                     cur.execute("BEGIN IMMEDIATE")
                     new = self._only_new(cur, records)
                     cur.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", _rows(new))
+                    # A preview's in-order copy arrived: the stored row now counts as in order.
+                    fresh = {id(r) for r in new}
+                    cur.executemany(
+                        f"UPDATE records SET flags = flags & ~{FLAG_PREVIEW} WHERE node=? AND seq=? AND flags & {FLAG_PREVIEW}",
+                        [(r.node_id, r.seq) for r in records if id(r) not in fresh and not r.flags & FLAG_PREVIEW],
+                    )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -103,9 +109,13 @@ class SqliteHistorian:
         return new
 
     def max_seq(self, node_id: str) -> int:
+        """The highest seq of this node stored in order: what an ack (or a HELLO answer) may
+        name. Previews (live records sent ahead of a backlog) do not count until their
+        in-order copy arrives: acking one would free the node's unsent backlog."""
+        q = f"SELECT seq FROM records WHERE node=? AND (flags & {FLAG_PREVIEW}) = 0 ORDER BY seq DESC LIMIT 1"
         with self._rlock:
-            row = self._reader.execute("SELECT MAX(seq) FROM records WHERE node=?", (node_id,)).fetchone()
-        return int(row[0] or 0)
+            row = self._reader.execute(q, (node_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def count(self, node_id: str | None = None) -> int:
         with self._rlock:

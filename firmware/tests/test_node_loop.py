@@ -12,6 +12,7 @@ from vibenode.journal import Journal
 from vibenode.node import Node
 
 NAN = float("nan")
+PREVIEW = 0x40
 
 
 class FakeAcq:
@@ -51,6 +52,7 @@ class FakeUplink:
         self.reconnects = 0
         self.on_ack = None
         self.sent = []
+        self.previews = []  # batches of live records sent ahead of a backlog (flag 0x40)
         self.fail_send = False
 
     def service(self):
@@ -59,7 +61,10 @@ class FakeUplink:
     def send(self, batch):
         if self.fail_send:
             return False
-        self.sent.append(codec.decode_batch(bytes(batch))[1])
+        b = bytes(batch)
+        recs = codec.decode_batch(b)[1]
+        first_flags = b[4 + b[3] + 2 + 7]  # the codec masks the reserved bits: read the byte
+        (self.previews if first_flags & PREVIEW else self.sent).append(recs)
         return True
 
     def wait(self, ms):
@@ -83,11 +88,12 @@ class FakePort:
 _n = [0]
 
 
-def make(**over):
+def make(backfill_rps=0, **over):
     _n[0] += 1
     root = os.getcwd() + "/j%d" % _n[0]
     cfg = validate({"node_id": "t1", "window": {"interval_s": 0}, "status_interval_s": 0,
-                    "batch": {"ack_timeout_s": 0.2, "max_records": 4}})
+                    "batch": {"ack_timeout_s": 0.2, "max_records": 4, "backfill_rps": backfill_rps},
+                    "journal": {"flush_records": 1, "offline_flush_records": 3, "offline_flush_ms": 60000}})
     for k, v in over.items():
         cfg[k] = v
     j = Journal(root, flush_records=1)
@@ -171,6 +177,91 @@ def test_failed_send_is_retried_when_link_back():
     up.fail_send = False
     node.service(time.ticks_ms())
     assert len(up.sent) == 1
+
+
+def test_live_preview_during_backlog_never_frees():
+    node, j, up, _ = make()
+    for _ in range(10):
+        node.window()
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.sent[0]] == [1, 2, 3, 4]
+    assert all(r[3] & codec.HISTORICAL for r in up.sent[0])
+    # the newest window went ahead of the backlog, marked live + preview, once
+    assert [[r[0] for r in b] for b in up.previews] == [[10]]
+    assert not up.previews[0][0][3] & codec.HISTORICAL
+    node.service(time.ticks_ms())
+    assert len(up.previews) == 1
+    # the bridge answers a preview with its in-order frontier: nothing beyond it is freed
+    up.on_ack(0, None)
+    assert j.depth == 10 and node.inflight is not None
+    up.on_ack(4, None)
+    node.window()  # seq 11: previewed at the next slot
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.previews[1]] == [11]
+    while node.inflight:
+        up.on_ack(node.inflight[1], None)
+        node.service(time.ticks_ms())
+    assert j.depth == 0
+    seqs = [r[0] for b in up.sent for r in b]
+    assert seqs == list(range(1, 12))  # every record once, in order, previews included again
+
+
+def test_backfill_rate_limit():
+    node, j, up, _ = make(backfill_rps=20)
+    for _ in range(20):
+        node.window()
+    t0 = time.ticks_ms()
+    while j.depth and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+        node.service(time.ticks_ms())
+        if node.inflight:
+            up.on_ack(node.inflight[1], None)
+        time.sleep_ms(10)
+    dt = time.ticks_diff(time.ticks_ms(), t0)
+    assert j.depth == 0
+    # 4 records at once (the bucket is one batch deep), the other 15 backlog records at 20/s
+    assert 600 <= dt <= 1500, dt
+
+
+def test_unsynced_same_boot_records_get_unix_time_at_send():
+    node, j, up, _ = make()
+    node.window()
+    time.sleep_ms(30)
+    node.window()
+    recs = j.pending(4096)
+    (_, _, _, flags, ts_s, ts_ms, _), _ = codec.decode_record(recs[0])
+    assert not flags & codec.CLOCK_SYNCED and ts_s < 100
+    up_ms = ts_s * 1000 + ts_ms
+    node.service(time.ticks_ms())
+    assert not up.sent[0][0][3] & codec.CLOCK_SYNCED  # not synced yet: sent as uptime
+    node.clock.sync(1795300000000)
+    node.inflight = None  # as if the ack carried no seq
+    node.service(time.ticks_ms())
+    r0, r1 = up.sent[1][0], up.sent[1][1]
+    assert r0[3] & codec.CLOCK_SYNCED and r1[3] & codec.CLOCK_SYNCED
+    t0 = r0[4] * 1000 + r0[5]
+    t1 = r1[4] * 1000 + r1[5]
+    # offset + seconds since boot: the sync happened after both windows, so both are before it
+    assert 1795300000000 - 1000 < t0 < t1 <= 1795300000000, (t0, t1)
+    assert t0 == node.clock.unix_ms_at(up_ms)
+    assert node.converted == 2
+    # a record of another boot is never converted
+    assert j.boot != 0
+
+
+def test_offline_flush_policy():
+    node, j, up, _ = make()
+    up.connected = False
+    node.service(time.ticks_ms())
+    assert node.offline and j.flush_records == 3
+    node.window()
+    node.window()
+    assert j.staged == 2  # staged, not yet on flash
+    node.window()
+    assert j.staged == 0
+    up.connected = True
+    node.service(time.ticks_ms())
+    up.on_ack(node.inflight[1], None)
+    assert not node.offline and j.flush_records == 1
 
 
 def test_ack_ahead_is_counted_and_clamped():

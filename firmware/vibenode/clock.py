@@ -35,6 +35,10 @@ class Clock:
         up = self.uptime_ms()
         return up + self._offset if self.synced else up
 
+    def unix_ms_at(self, uptime_ms):
+        """Unix ms of a moment of this boot given as ms since boot (only once synced)."""
+        return uptime_ms + self._offset
+
     def stamp(self):
         """(ts_s, ts_ms, synced) for a record."""
         t = self.now_ms()

@@ -110,6 +110,7 @@ class Journal:
         self.corrupt = 0  # records found damaged on flash (CRC) since this boot
         self._rd = None  # cached read position: (segment first seq, offset, seq at offset)
         self._closed = False
+        self._skip = 0  # the skip persisted by the last state write
         self._boot_recover()
 
     # ---- sizes -------------------------------------------------------------------------
@@ -143,7 +144,11 @@ class Journal:
         _put_u32(st, 10, self.dropped)
         _put_u32(st, 14, self.next_seq)
         st[18] = clean
-        _put_u16(st, 19, self.flush_records)
+        # skip: how many seqs the next boot must burn if this one ends in a cut, i.e. the most
+        # records that can be staged in RAM before the next state write (see set_flush()).
+        skip = self._n_staged if self._n_staged > self.flush_records else self.flush_records
+        _put_u16(st, 19, skip)
+        self._skip = skip
         for i in range(21, _STATE_LEN - 4):
             st[i] = 0
         _put_u32(st, _STATE_LEN - 4, crc32(memoryview(st)[: _STATE_LEN - 4]))
@@ -288,6 +293,22 @@ class Journal:
         self._smv[0:n] = self._smv[self._lo : self._hi]
         self._lo = 0
         self._hi = n
+
+    def set_flush(self, flush_records, flush_ms):
+        """Change the flush policy (e.g. fill whole blocks while the link is down).
+
+        Raising flush_records persists the larger boot skip first: staged records lost in a cut
+        must never have their seqs reused. Lowering it flushes a stage already past the new
+        threshold, so the persisted skip stays an upper bound on what RAM holds.
+        """
+        if flush_records == self.flush_records and flush_ms == self.flush_ms:
+            return
+        self.flush_records = flush_records
+        self.flush_ms = flush_ms
+        if flush_records > self._skip:
+            self._write_state()
+        elif self._n_staged >= flush_records:
+            self.flush()
 
     def poll(self):
         if self._n_staged and time.ticks_diff(self._now(), self._oldest_ms) >= self.flush_ms:

@@ -14,6 +14,10 @@ from vibenode.status import FW_VERSION, Health, fill_status, new_status_values
 
 _NAN = float("nan")
 _BATCH_HEAD = 4 + 32 + 2 + 4  # worst-case batch overhead around the records
+# Flags bit 6 (docs/protocol.md): a live record sent ahead of the backlog. The same record is
+# sent again, in order, with the backfill; the bridge shows it at once and answers with its
+# in-order frontier, so a preview never frees anything in the journal.
+_PREVIEW = 0x40
 
 
 class Node:
@@ -49,6 +53,19 @@ class Node:
         self.resends = 0
         self.acks = 0
         self._next_status = None  # first status right after the first window
+        # Backfill rate limit: a token bucket in records, refilled at backfill_rps, one batch deep.
+        self.backfill_rps = b.get("backfill_rps", 0)
+        self._tokens = self.max_records
+        self._tokens_at = time.ticks_ms()
+        self.previewed = 0  # highest seq sent as a preview
+        self.previews = 0
+        self.converted = 0  # unsynced same-boot records sent with a converted (Unix) time
+        # Flush policy: short while the link is up (acks usually free records while they are
+        # still staged, so flash sees nothing), whole blocks while it is down.
+        jc = cfg.get("journal") or {}
+        self._flush_up = (jc.get("flush_records", journal.flush_records), jc.get("flush_ms", journal.flush_ms))
+        self._flush_down = (jc.get("offline_flush_records", self._flush_up[0]), jc.get("offline_flush_ms", self._flush_up[1]))
+        self.offline = False
         uplink.on_ack = self._on_ack
 
     # -- records ---------------------------------------------------------------------------
@@ -129,8 +146,19 @@ class Node:
 
     # -- uplink ----------------------------------------------------------------------------
 
+    def _set_offline(self, offline):
+        if offline == self.offline:
+            return
+        self.offline = offline
+        fr, fm = self._flush_down if offline else self._flush_up
+        try:
+            self.journal.set_flush(fr, fm)
+        except Exception as e:
+            self.health.error("journal_policy", e)
+
     def _on_ack(self, seq, time_ms):
         self.acks += 1
+        self._set_offline(False)
         if time_ms is not None:
             self.clock.sync(time_ms)
         j = self.journal
@@ -148,27 +176,76 @@ class Node:
         if self.inflight is not None and seq >= self.inflight[1]:
             self.inflight = None
 
+    def _add(self, r, flags):
+        """Add one record to the batch being built; a same-boot record stamped before the clock
+        was synced gets its Unix time now (offset + its seconds since boot) and CLOCK_SYNCED."""
+        b = self.builder
+        off = b.len
+        if not b.add(r, flags):
+            return False
+        buf = b.buf
+        clk = self.clock
+        if clk.synced and not buf[off + 7] & codec.CLOCK_SYNCED and (buf[off + 4] | (buf[off + 5] << 8)) == self.journal.boot:
+            up = (buf[off + 8] | (buf[off + 9] << 8) | (buf[off + 10] << 16) | (buf[off + 11] << 24)) * 1000
+            up += buf[off + 12] | (buf[off + 13] << 8)
+            t = clk.unix_ms_at(up)
+            s_ = t // 1000
+            ms = t % 1000
+            buf[off + 8] = s_ & 0xFF
+            buf[off + 9] = (s_ >> 8) & 0xFF
+            buf[off + 10] = (s_ >> 16) & 0xFF
+            buf[off + 11] = (s_ >> 24) & 0xFF
+            buf[off + 12] = ms & 0xFF
+            buf[off + 13] = ms >> 8
+            buf[off + 7] |= codec.CLOCK_SYNCED
+            self.converted += 1
+        return True
+
+    def _backfill_budget(self):
+        """Records the rate limit allows in the next backlog batch (0: wait)."""
+        if not self.backfill_rps:
+            return self.max_records
+        now = time.ticks_ms()
+        dt = time.ticks_diff(now, self._tokens_at)
+        self._tokens_at = now
+        t = self._tokens + dt * self.backfill_rps / 1000
+        if t > self.max_records:
+            t = self.max_records
+        self._tokens = t
+        return int(t)
+
     def _send(self, resend):
         j = self.journal
         limit = self.max_records
         if resend:
             limit = self.inflight[2]
+        elif self.backfill_rps and j.acked + 1 < self.live_from:
+            # a backlog: rate-limited (live records still go out at once as previews)
+            limit = self._backfill_budget()
+            if limit < 1:
+                return
         recs = j.pending(self.builder.room(), limit)
         if not recs:
             self.inflight = None
             return
         b = self.builder
         b.begin()
+        hist = 0
         for r in recs:
             seq = codec.record_seq(r)
             if resend and seq > self.inflight[1]:
                 break
-            if not b.add(r, codec.HISTORICAL if seq < self.live_from else 0):
+            old = seq < self.live_from
+            if not self._add(r, codec.HISTORICAL if old else 0):
                 break
+            if old:
+                hist += 1
         if not b.count:
             self.health.error("batch_empty", len(recs[0]))
             return
         del recs
+        if hist and self.backfill_rps and not resend:
+            self._tokens -= hist
         self.inflight = (b.first_seq, b.last_seq, b.count)
         self.sent_at = time.ticks_ms()
         if resend:
@@ -178,6 +255,34 @@ class Node:
         else:
             # link failed mid-send; resend (same records) as soon as it is back
             self.sent_at = time.ticks_add(self.sent_at, -self.ack_timeout_ms)
+
+    def _preview(self):
+        """Send the live records the in-order stream has not reached yet, marked PREVIEW.
+
+        During a long backfill the bridge gets the newest values at once; each record is sent
+        again, in order, later (the bridge stores it once). Nothing here waits for an ack.
+        """
+        top = self.journal.next_seq - 1
+        lo = self.live_from
+        sent_hi = self.inflight[1] if self.inflight is not None else self.journal.acked
+        if lo <= sent_hi:
+            lo = sent_hi + 1
+        if lo <= self.previewed:
+            lo = self.previewed + 1
+        if lo > top:
+            return
+        b = self.builder
+        b.begin()
+        it = self.journal.iter_records(lo)
+        for r in it:
+            if not self._add(r, _PREVIEW):
+                break
+        it.close()
+        if not b.count:
+            return
+        self.previewed = b.last_seq
+        self.previews += 1
+        self.uplink.send(b.finish())
 
     def service(self, deadline_ms):
         """Between windows: housekeeping, then the uplink until deadline_ms (ticks)."""
@@ -207,9 +312,19 @@ class Node:
                 if self.inflight is not None:
                     if time.ticks_diff(now, self.sent_at) >= self.ack_timeout_ms:
                         self.health.count("ack_timeouts")
+                        self._set_offline(True)
                         self._send(True)
                 elif self.journal.depth > 0:
                     self._send(False)
+                # Live keeps flowing during a backfill: the newest records the in-order stream
+                # has not reached go out at once as a preview (once per record).
+                if self.live_from > self.previewed and self.live_from > self.journal.acked + 1:
+                    try:
+                        self._preview()
+                    except Exception as e:
+                        self.health.error("preview", e)
+            else:
+                self._set_offline(True)
             remaining = time.ticks_diff(deadline_ms, time.ticks_ms())
             if remaining <= 0:
                 up.wait(0)
@@ -259,6 +374,7 @@ def build(port, board, cfg, log=print):
         quota_bytes=jc["quota_bytes"],
         flush_records=jc["flush_records"],
         flush_ms=jc["flush_ms"],
+        stage_bytes=jc.get("stage_bytes", 2048),
     )
     specs = sensor_specs(board)
     w = cfg["window"]
