@@ -5,7 +5,9 @@ import sys
 
 def detect():
     plat = sys.platform
-    if plat == "esp32":
+    if sys.implementation.name == "circuitpython":
+        from ports import circuitpython as mod
+    elif plat == "esp32":
         from ports import esp32 as mod
     elif plat == "rp2":
         from ports import rp2 as mod

@@ -360,8 +360,12 @@ def build(port, board, cfg, log=print):
     from vibenode.sensors import make_accel, make_temp, sensor_specs
 
     # all code first, buffers after: compiling a module late in a fragmented heap fails
+    pool = getattr(port, "socket_pool", None)  # CircuitPython: minimqtt on the port's socketpool
     if cfg["uplink"] == "mqtt":
-        from vibenode.uplink_mqtt import MqttUplink as Uplink
+        if pool is not None:
+            from vibenode.uplink_minimqtt import MqttUplink as Uplink
+        else:
+            from vibenode.uplink_mqtt import MqttUplink as Uplink
     else:
         from vibenode.uplink_serial import SerialUplink as Uplink
     gc.collect()
@@ -399,7 +403,10 @@ def build(port, board, cfg, log=print):
     board_name = cfg["board"] or board.get("name", "unknown")
     if cfg["uplink"] == "mqtt":
         port.network_up(cfg)
-        uplink = Uplink(cfg, health, journal.boot, board_name, FW_VERSION)
+        if pool is not None:
+            uplink = Uplink(cfg, health, journal.boot, board_name, FW_VERSION, pool=pool())
+        else:
+            uplink = Uplink(cfg, health, journal.boot, board_name, FW_VERSION)
     else:
         uplink = Uplink(cfg, health, port.serial_stream(), journal.boot, board_name, FW_VERSION)
     clock = Clock()
