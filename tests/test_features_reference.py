@@ -30,16 +30,24 @@ G_MM_S2 = 9806.65
 BANDS = ((10, 100), (100, 500), (500, 1000), (1000, 1600))
 
 
-def bins(lo, hi, n, odr, closed=False):
+def bins(lo, hi, n, odr):
     f = np.arange(n // 2 + 1) * odr / n
     eps = 1e-6 * odr / n
     if hi >= odr / 2:
         sel = f >= lo - eps
-    elif closed:
-        sel = (f >= lo - eps) & (f <= hi + eps)
     else:
         sel = (f >= lo - eps) & (f < hi - eps)
     return sel
+
+
+def vel_weights(lo, hi, n, odr):
+    """Velocity band weight per bin: the length of [f - df/2, f + df/2] inside [lo, hi], in
+    bins (docs/features.md); DC gets none."""
+    df = odr / n
+    f = np.arange(n // 2 + 1) * df
+    w = np.clip(np.minimum(f + df / 2, hi) - np.maximum(f - df / 2, lo), 0.0, df) / df
+    w[0] = 0.0
+    return w
 
 
 def reference(counts, scale_g, odr, bands=BANDS, vel_band=(10.0, 1000.0), hf_edge=1000.0):
@@ -55,8 +63,9 @@ def reference(counts, scale_g, odr, bands=BANDS, vel_band=(10.0, 1000.0), hf_edg
         p = np.abs(spec) ** 2 / (n * np.sum(w**2))
         p[1:-1] *= 2  # one-sided; DC and Nyquist once
         f = np.arange(n // 2 + 1) * odr / n
-        vsel = bins(*vel_band, n, odr, closed=True) & (f > 0)
-        vel = np.sqrt(np.sum(p[vsel] * (G_MM_S2 / (2 * np.pi * f[vsel])) ** 2))
+        vw = vel_weights(*vel_band, n, odr)
+        nz = f > 0
+        vel = np.sqrt(np.sum(vw[nz] * p[nz] * (G_MM_S2 / (2 * np.pi * f[nz])) ** 2))
         kb = 1 + int(np.argmax(p[1:]))
         lo, hi = max(kb - 2, 1), min(kb + 2, n // 2)
         lobe = p[lo : hi + 1]

@@ -84,6 +84,7 @@ class VirtualNode:
         prefix: str = "vibekit",
         sim: dict | None = None,
         heap: str = "192K",
+        code: str = "mpy",
         window_n: int = 1024,
         odr_hz: float = 3200,
         interval_s: float = 1.0,
@@ -97,6 +98,9 @@ class VirtualNode:
         self.node_id = node_id
         self.uplink = uplink
         self.heap = heap
+        if code not in ("mpy", "py"):
+            raise ValueError(f"code must be mpy or py, not {code!r}")
+        self.code = code
         self.log_path = Path(log_path) if log_path else self.node_dir / "node.log"
         self.proc: subprocess.Popen | None = None
         self._master: int | None = None
@@ -134,7 +138,10 @@ class VirtualNode:
 
     def env(self) -> dict:
         e = dict(os.environ)
-        e["MICROPYPATH"] = ":".join([".frozen", str(FIRMWARE), str(MPLIB)])
+        if self.code == "mpy":
+            e["MICROPYPATH"] = ":".join([".frozen", str(self._mpy_dir)])
+        else:
+            e["MICROPYPATH"] = ":".join([".frozen", str(FIRMWARE), str(MPLIB)])
         e["HOME"] = str(self.node_dir)
         e["VIBEKIT_NODE_DIR"] = str(self.node_dir)
         return e
@@ -143,7 +150,13 @@ class VirtualNode:
         if self.alive():
             return self
         ensure_mplibs()
-        cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py")]
+        if self.code == "mpy":
+            from tools.build_mpy import build
+
+            self._mpy_dir = build()  # hash-cached: only changed sources are recompiled
+            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", "-m", "main"]
+        else:
+            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py")]
         log = open(self.log_path, "ab")
         if self.uplink == "serial":
             stdin = stdout = self._master

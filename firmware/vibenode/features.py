@@ -50,15 +50,13 @@ def iso_zone(v, limits):
     return 4
 
 
-def bin_range(lo_hz, hi_hz, n, odr_hz, closed=False):
-    """Bins k (frequency k * odr / n) with lo <= f < hi, or lo <= f <= hi when closed; a band
-    reaching Nyquist includes the Nyquist bin. Returns (k0, k1), k1 exclusive."""
+def bin_range(lo_hz, hi_hz, n, odr_hz):
+    """Bins k (frequency k * odr / n) with lo <= f < hi; a band reaching Nyquist includes the
+    Nyquist bin. Returns (k0, k1), k1 exclusive."""
     h = n // 2
     k0 = int(math.ceil(lo_hz * n / odr_hz - _EPS))
     if hi_hz >= odr_hz / 2:
         k1 = h + 1
-    elif closed:
-        k1 = int(math.floor(hi_hz * n / odr_hz + _EPS)) + 1
     else:
         k1 = int(math.ceil(hi_hz * n / odr_hz - _EPS))
     if k0 < 0:
@@ -67,6 +65,32 @@ def bin_range(lo_hz, hi_hz, n, odr_hz, closed=False):
         k1 = h + 1
     if k1 < k0:
         k1 = k0
+    return k0, k1
+
+
+def vel_weight(k, lo_hz, hi_hz, n, odr_hz):
+    """Share of bin k in the velocity band: the overlap of the bin's own interval
+    [f_k - df/2, f_k + df/2] with [lo, hi], in bins (0..1). Interior bins weigh 1, the bins
+    that straddle an edge the fraction inside it; DC never counts (it has no velocity)."""
+    if k < 1:
+        return 0.0
+    a = lo_hz * n / odr_hz
+    b = hi_hz * n / odr_hz
+    w = min(k + 0.5, b) - max(k - 0.5, a)
+    if w < _EPS:
+        return 0.0
+    return 1.0 if w > 1.0 else w
+
+
+def vel_bin_range(lo_hz, hi_hz, n, odr_hz):
+    """(k0, k1), k1 exclusive: the bins with a non-zero velocity-band weight."""
+    h = n // 2
+    k0 = 1
+    while k0 <= h and vel_weight(k0, lo_hz, hi_hz, n, odr_hz) == 0.0:
+        k0 += 1
+    k1 = k0
+    while k1 <= h and vel_weight(k1, lo_hz, hi_hz, n, odr_hz) > 0.0:
+        k1 += 1
     return k0, k1
 
 
@@ -84,8 +108,7 @@ class FeatureLayout:
         self.iso_limits = tuple(iso_limits)
         self.nvalues = 29 + 3 * len(self.bands)
         self.band_bins = tuple(bin_range(b[0], b[1], n, odr_hz) for b in self.bands)
-        k0, k1 = bin_range(vel_band[0], vel_band[1], n, odr_hz, closed=True)
-        self.vel_bins = (max(k0, 1), k1)  # f = 0 has no velocity
+        self.vel_bins = vel_bin_range(vel_band[0], vel_band[1], n, odr_hz)
         self.hf_bins = bin_range(hf_edge_hz, odr_hz, n, odr_hz)
         self.df = odr_hz / n
         self.nan = float("nan")
@@ -133,10 +156,12 @@ class FeatureExtractor(FeatureLayout):
         nv = max(kv1 - kv0, 1)
         self.vw_m = array("H", bytearray(2 * nv))
         self.vw_e = array("B", bytearray(nv))
+        lo, hi = self.vel_band
         for k in range(kv0, kv1):
-            v = (kv0 / k) ** 2
+            # 1/f**2 relative to the first bin, times the bin's share of the band (edges)
+            v = (kv0 / k) ** 2 * vel_weight(k, lo, hi, n, odr_hz)
             e = 0
-            while v < 0.5:
+            while v < 0.5 and e < 24:
                 v *= 2
                 e += 1
             self.vw_m[k - kv0] = int(v * 16384 + 0.5)

@@ -96,10 +96,14 @@ class ReferenceExtractor:
         for i in range(len(lay.bands)):
             out[29 + 3 * i + axis] = band(*lay.band_bins[i])
         out[19 + axis] = band(*lay.hf_bins)
+        from vibenode.features import vel_weight
+
         kv0, kv1 = lay.vel_bins
+        lo, hi = lay.vel_band
         vs = 0.0
         for k in range(kv0, kv1):
-            vs += pw[k] * (G_MM_S2 / (2 * math.pi * k * lay.df)) ** 2
+            wk = vel_weight(k, lo, hi, n, lay.odr_hz)  # edge bins count by their share
+            vs += wk * pw[k] * (G_MM_S2 / (2 * math.pi * k * lay.df)) ** 2
         vel = math.sqrt(vs)
         out[4 + axis] = vel
         kb = 1
