@@ -7,7 +7,7 @@ a second, untrusted CA for the wrong-certificate cases.
     ca = TestCA(tmp / "pki")
     srv = ca.issue("broker", dns=["broker.vibekit.test"], ips=["127.0.0.1"], server=True)
     cli = ca.issue("n1")            # CN = n1, clientAuth
-    srv.cert, srv.key, ca.cert      # Paths
+    srv.cert, srv.key, ca.cert      # PEM paths; cli.cert_der, cli.key_der, ca.cert_der: DER
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def _pem_key(key) -> bytes:
 @dataclass
 class Issued:
     name: str
-    cert: Path
+    cert: Path  # PEM (mosquitto, paho)
     key: Path
+    cert_der: Path  # DER: MicroPython's mbedTLS build on the VM parses DER only
+    key_der: Path
 
 
 class TestCA:
@@ -71,6 +73,8 @@ class TestCA:
         )
         self.cert = self.dir / f"{name}.crt"
         self.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        self.cert_der = self.dir / f"{name}.der"
+        self.cert_der.write_bytes(self._cert.public_bytes(serialization.Encoding.DER))
 
     def issue(self, cn: str, dns: list[str] = (), ips: list[str] = (), server: bool = False) -> Issued:
         """A leaf certificate signed by this CA: server (serverAuth + SANs) or client (clientAuth)."""
@@ -98,4 +102,9 @@ class TestCA:
         cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         kp.write_bytes(_pem_key(key))
         kp.chmod(0o600)
-        return Issued(cn, cp, kp)
+        cd, kd = self.dir / f"{stem}.crt.der", self.dir / f"{stem}.key.der"
+        cd.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+        kd.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                                         serialization.NoEncryption()))
+        kd.chmod(0o600)
+        return Issued(cn, cp, kp, cd, kd)

@@ -73,6 +73,7 @@ class Client:
         self.messages: list[tuple[str, bytes]] = []
         self.c.on_connect = self._on_connect
         self.c.on_connect_fail = lambda c, u: (self.failed.set(), self.done.set())
+        self.c.on_disconnect = lambda c, u, flags, rc, props: self.done.set()
         self.c.on_publish = lambda c, u, mid, rc, props: self.pubacks.__setitem__(mid, rc.value)
         self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.extend(r.value for r in rcs)
         self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
