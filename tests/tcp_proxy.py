@@ -39,6 +39,7 @@ class TcpProxy:
         self.bytes_up = 0  # client -> target
         self.bytes_down = 0  # target -> client
         self.dropped = 0  # bytes swallowed by the blackhole
+        self.connect_times: list[float] = []  # time.monotonic() of each connection made upstream
         self._lock = threading.Lock()
         self._pairs: dict[socket.socket, socket.socket] = {}  # each end -> the other end
         self._client_ends: set[socket.socket] = set()
@@ -164,6 +165,7 @@ class TcpProxy:
         except OSError:
             c.close()  # the broker behind us is down: the node sees a closed connection
             return
+        self.connect_times.append(time.monotonic())
         for s in (c, t):
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
