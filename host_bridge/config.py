@@ -68,6 +68,7 @@ class ModbusConfig:
     layout: str = "unit"  # "unit": one unit id per node; "stride": one unit, nodes at offsets
     stride_unit_id: int = 1
     writable: bool = False
+    max_connections: int = 32  # connection N+1 is closed at once (docs/security.md)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class OpcUaConfig:
     users: dict[str, str] = field(default_factory=dict)  # username -> password
     cert_dir: str = "pki"
     trusted_client_certs: list[str] = field(default_factory=list)
+    max_connections: int = 32  # connection N+1 is refused (docs/security.md)
 
 
 @dataclass
@@ -232,6 +234,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
         layout=_take(mb, "layout", str, dm.layout, src, "modbus."),
         stride_unit_id=_take(mb, "stride_unit_id", int, dm.stride_unit_id, src, "modbus."),
         writable=_take(mb, "writable", bool, dm.writable, src, "modbus."),
+        max_connections=_take(mb, "max_connections", int, dm.max_connections, src, "modbus."),
     )
     if cfg.modbus.word_order not in ("ABCD", "CDAB"):
         raise ConfigError(src, "modbus.word_order", f"must be ABCD or CDAB, got {cfg.modbus.word_order!r}")
@@ -256,7 +259,11 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
         users=dict(users),
         cert_dir=_take(ou, "cert_dir", str, do.cert_dir, src, "opcua."),
         trusted_client_certs=list(trusted),
+        max_connections=_take(ou, "max_connections", int, do.max_connections, src, "opcua."),
     )
+    for sect, v in (("modbus", cfg.modbus.max_connections), ("opcua", cfg.opcua.max_connections)):
+        if not 1 <= v <= 10000:
+            raise ConfigError(src, f"{sect}.max_connections", f"must be 1..10000, got {v}")
     if not cfg.opcua.endpoint.startswith("opc.tcp://"):
         raise ConfigError(src, "opcua.endpoint", "must start with opc.tcp://")
 
