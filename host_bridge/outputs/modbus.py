@@ -33,6 +33,27 @@ log = logging.getLogger(__name__)
 _READ_FCS = (3, 4)
 
 
+class _LimitedTcpServer(ModbusTcpServer):
+    """ModbusTcpServer that closes connection N+1 at once (modbus.max_connections), counted."""
+
+    max_connections = 0  # 0: no limit
+    stats: dict[str, int] = {}
+
+    def callback_new_connection(self):
+        handler = super().callback_new_connection()
+        if self.max_connections and len(self.active_connections) >= self.max_connections:
+            self.stats["connections_refused"] = self.stats.get("connections_refused", 0) + 1
+            log.warning("Modbus: refusing a connection, %d open (max_connections)", len(self.active_connections))
+            made = handler.connection_made
+
+            def refuse(transport, made=made):
+                made(transport)
+                transport.close()
+
+            handler.connection_made = refuse
+        return handler
+
+
 class _Front:
     """Read-only request front over pymodbus' SimCore (duck-types the server context)."""
 
@@ -92,6 +113,7 @@ class ModbusOutput:
             "update_passes": 0,
             "refreshes": 0,
             "unmapped_nodes": 0,
+            "connections_refused": 0,
         }
         self._server: ModbusTcpServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,7 +146,9 @@ class ModbusOutput:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         m = self.cfg.modbus
-        self._server = ModbusTcpServer(self._devices(), address=(m.host, m.port))
+        self._server = _LimitedTcpServer(self._devices(), address=(m.host, m.port))
+        self._server.max_connections = m.max_connections
+        self._server.stats = self.stats
         core = self._server.context
         self._server.context = _Front(core, self.stats)
         self._find_images(core)

@@ -364,6 +364,7 @@ class OpcUaOutput:
         server = Server(user_manager=self.users)
         await server.init()
         server.set_endpoint(self.endpoint)
+        server.iserver.max_connections = self.cfg.opcua.max_connections  # N+1 is refused
         server.set_server_name("vibekit bridge")
         app_uri = f"{o.namespace}:server"
         await server.set_application_uri(app_uri)
