@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from host_bridge import codec
 from host_bridge.metrics import Counters
 from host_bridge.model import FLAG_PREVIEW, Record
+from host_bridge.ratelimit import RateLimiter
 from host_bridge.store import Historian
 from host_bridge.tags import TagStore, now_ms
 
@@ -43,6 +44,7 @@ class Ingest:
         known_nodes: set[str] | None = None,
         max_queue: int = 20000,
         max_group: int = 512,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.historian = historian
         self.tags = tags
@@ -53,6 +55,8 @@ class Ingest:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._last_seq: dict[str, int] = {}  # highest stored seq per node, for gap detection
+        # per-node token bucket before the queue (host_bridge/ratelimit.py); RateLimiter(0): off
+        self.limiter = rate_limiter if rate_limiter is not None else RateLimiter()
 
     # -- inputs call this -----------------------------------------------------------------
 
@@ -60,6 +64,19 @@ class Ingest:
         """Queue a payload; False (and a counter) when the queue is full."""
         if not msg.received_ms:
             msg.received_ms = now_ms()
+        node = msg.expected_node
+        if self.known_nodes is not None and node is not None and node not in self.known_nodes:
+            # the topic names a node we do not serve: refuse before it takes queue space
+            self.counters.inc("rejected_unknown_node")
+            self.counters.inc("batches_rejected")
+            n = self.counters.get("rejected_unknown_node")
+            if n & (n - 1) == 0:  # the first, then at powers of two: a flood cannot flood the log
+                log.warning("rejected batch from %s: unknown node %r (not in the config), %d so far",
+                            msg.source, node, n)
+            return False
+        if not self.limiter.allow(node or msg.source):
+            self.counters.inc("rate_limited")  # not acked: an honest node resends later
+            return False
         try:
             self._q.put_nowait(msg)
             return True
