@@ -21,14 +21,61 @@ def _load_config(path):
         gc.collect()
 
 
+def _preload(cfg, board):
+    # Every module the node will run, before any of its buffers exists.
+    import vibenode.acquisition  # noqa: F401
+    import vibenode.features  # noqa: F401
+    import vibenode.journal  # noqa: F401
+    import vibenode.node  # noqa: F401
+    from vibenode import sensors
+
+    specs = sensors.sensor_specs(board)
+    for role, table in (("accel", sensors.ACCEL_DRIVERS), ("temp", sensors.TEMP_DRIVERS)):
+        spec = specs[role]
+        entry = table.get(spec["driver"]) if spec else None
+        if entry is not None:
+            try:
+                __import__(entry[0])
+            except ImportError:
+                pass  # build() reports it
+    if cfg["uplink"] == "mqtt":
+        import vibenode.uplink_mqtt  # noqa: F401
+    else:
+        import vibenode.uplink_serial  # noqa: F401
+    pre = getattr(port, "preload", None)
+    if pre is not None:
+        pre(board)
+
+
+def _drop_boot_code():
+    # Code that only wires the node (sensor tables, build()) and the board dict: on the 64-bit
+    # VM every function costs ~100 bytes besides its bytecode, so what boot alone needs goes.
+    import vibenode
+    from vibenode import node as nodemod
+
+    sys.modules.pop("vibenode.sensors", None)
+    if hasattr(vibenode, "sensors"):
+        del vibenode.sensors
+    if hasattr(nodemod, "build"):
+        del nodemod.build
+    gc.collect()
+
+
 try:
     cfg = _load_config(port.config_path())
     board = port.load_board()
+    _preload(cfg, board)
     from vibenode.node import build
 
+    gc.collect()
     node = build(port, board, cfg, port.log)
+    del board, build
+    _drop_boot_code()
 except (ValueError, OSError) as e:  # ConfigError and BoardError are ValueErrors
     port.fatal(str(e), 2)
+probe = getattr(port, "heap_probe", None)
+if probe is not None:
+    probe(node)  # the virtual board's heap figures (off unless asked for)
 try:
     node.run()
 except KeyboardInterrupt:

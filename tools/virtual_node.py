@@ -91,6 +91,7 @@ class VirtualNode:
         status_interval_s: float = 10.0,
         config: dict | None = None,
         log_path=None,
+        env: dict | None = None,
     ):
         if uplink not in ("mqtt", "serial"):
             raise ValueError(f"uplink must be mqtt or serial, not {uplink!r}")
@@ -101,6 +102,7 @@ class VirtualNode:
         if code not in ("mpy", "py"):
             raise ValueError(f"code must be mpy or py, not {code!r}")
         self.code = code
+        self.extra_env = dict(env or {})
         self.log_path = Path(log_path) if log_path else self.node_dir / "node.log"
         self.proc: subprocess.Popen | None = None
         self._master: int | None = None
@@ -144,6 +146,7 @@ class VirtualNode:
             e["MICROPYPATH"] = ":".join([".frozen", str(FIRMWARE), str(MPLIB)])
         e["HOME"] = str(self.node_dir)
         e["VIBEKIT_NODE_DIR"] = str(self.node_dir)
+        e.update(self.extra_env)
         return e
 
     def start(self) -> VirtualNode:

@@ -37,6 +37,9 @@ class Port:
         self.log("FATAL " + msg)
         sys.exit(code)
 
+    def preload(self, board):
+        import ports.unix_flash  # noqa: F401  (code before buffers: see main.py)
+
     def mount_flash(self, board):
         from ports.unix_flash import mount_flash
 
@@ -81,3 +84,49 @@ class Port:
 
     def mcu_temp_c(self):
         return None
+
+    def heap_probe(self, node):
+        """With VIBEKIT_HEAP_PROBE=N (windows), log the heap every N windows to the console:
+        `heap windows=W live=L peak=P window_alloc=A total=T`. live: the most allocated right
+        after a collection (before a window); peak: the most allocated seen at a window or
+        service boundary, garbage included (nothing collects in between unless the heap
+        runs out); window_alloc: the most one window (capture + features + record) allocated.
+        A debug probe of the virtual board: it adds one gc.collect() before each window."""
+        every = int(os.getenv("VIBEKIT_HEAP_PROBE") or 0)
+        if every <= 0:
+            return
+        import gc
+
+        st = [0, 0, 0, 0]  # windows, live, peak, window_alloc
+        total = gc.mem_alloc() + gc.mem_free()
+        window = node.window
+        service = node.service
+        log = self.log
+
+        def probed_window():
+            gc.collect()
+            a0 = gc.mem_alloc()
+            r = window()
+            a1 = gc.mem_alloc()
+            st[0] += 1
+            if a0 > st[1]:
+                st[1] = a0
+            if a1 > st[2]:
+                st[2] = a1
+            if a1 - a0 > st[3]:
+                st[3] = a1 - a0
+            return r
+
+        def probed_service(deadline_ms):
+            a = gc.mem_alloc()
+            if a > st[2]:
+                st[2] = a
+            service(deadline_ms)
+            a = gc.mem_alloc()
+            if a > st[2]:
+                st[2] = a
+            if st[0] % every == 0:
+                log("heap windows=%d live=%d peak=%d window_alloc=%d total=%d" % (st[0], st[1], st[2], st[3], total))
+
+        node.window = probed_window
+        node.service = probed_service
