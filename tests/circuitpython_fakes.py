@@ -183,6 +183,7 @@ def run_node(node_dir: str) -> int:
     install()
     from ports import circuitpython
 
+    circuitpython.install_compat()  # CPython has no time.ticks_* either: same stand-ins as the board
     port = circuitpython.Port(root=node_dir)
     from vibenode import config
     from vibenode.node import build

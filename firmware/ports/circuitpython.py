@@ -4,6 +4,7 @@
 # CircuitPython lacks a few MicroPython APIs the portable core uses: time.ticks_* and
 # time.sleep_ms, os.ilistdir. install_compat() puts stand-ins into sys.modules before the
 # core is imported (ports.detect() runs first in main.py), built on adafruit_ticks.
+# Tests on CPython call install_compat() themselves (tests/circuitpython_fakes.py).
 #
 # Setup on the board (docs/links.md): boot.py must make the filesystem writable for the
 # journal (storage.remount("/", readonly=False)) and may enable the second USB CDC channel
@@ -79,7 +80,8 @@ def install_compat(modules=None):
         modules["os"] = _Compat(os, {"ilistdir": _ilistdir(os)})
 
 
-install_compat()
+if sys.implementation.name == "circuitpython":
+    install_compat()  # before main.py imports the core (tests on CPython call it themselves)
 
 
 class UsbCdcStream:
