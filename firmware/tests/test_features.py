@@ -5,7 +5,7 @@ import math
 from array import array
 
 from drivers.sim_accel import SimAccel, _sine_table
-from vibenode.features import FeatureExtractor, iso_limits_for, iso_zone, bin_range
+from vibenode.features import FeatureExtractor, bin_range, iso_limits_for, iso_zone, vel_weight
 
 _sine_table()
 N = 1024
@@ -39,9 +39,15 @@ def test_nvalues_and_layout():
     assert FE.backend == "viper"
     # 3200 Hz / 1024: 3.125 Hz bins; 100 Hz is bin 32 exactly, 1000 Hz bin 320
     assert bin_range(100, 500, N, ODR) == (32, 160)
-    assert bin_range(10, 1000, N, ODR, closed=True) == (4, 321)
     assert bin_range(1000, 1600, N, ODR) == (320, 513)
-    assert FE.vel_bins == (4, 321)
+    # velocity band 10-1000 Hz: bin 3 (9.375 Hz) holds 0.3 of its width inside the band,
+    # bin 320 (1000 Hz, a bin centre) half; bins 4..319 count whole
+    assert FE.vel_bins == (3, 321)
+    close(vel_weight(3, 10, 1000, N, ODR), 0.3, 1e-6, "w3")
+    assert vel_weight(4, 10, 1000, N, ODR) == 1.0 and vel_weight(319, 10, 1000, N, ODR) == 1.0
+    close(vel_weight(320, 10, 1000, N, ODR), 0.5, 1e-6, "w320")
+    assert vel_weight(2, 10, 1000, N, ODR) == 0.0 and vel_weight(321, 10, 1000, N, ODR) == 0.0
+    assert vel_weight(0, 0, 1000, N, ODR) == 0.0  # DC has no velocity
 
 
 def test_single_tone_x():
