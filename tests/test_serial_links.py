@@ -215,7 +215,7 @@ def test_serial_several_nodes_and_a_port_that_vanishes(tmp_path):
             n.start()
         with BridgeThread(cfg) as bridge:
             def flowing(k=3):
-                for nid, n in nodes.items():
+                for n in nodes.values():
                     assert n.alive(), n.log_text()
                 return all(_frontier(bridge, nid) >= k for nid in nodes)
 
