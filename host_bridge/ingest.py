@@ -198,9 +198,16 @@ class Ingest:
             last = self._last_seq.get(r.node_id, 0)
             if last and r.seq > last + 1:
                 missing = r.seq - last - 1
+                held = getattr(self.historian, "count_between", None)
+                if held is not None:  # previews of records the node then lost in a cut
+                    missing -= held(r.node_id, last + 1, r.seq - 1)
+                if missing <= 0:
+                    self._last_seq[r.node_id] = r.seq
+                    continue
                 self.counters.inc("seq_gaps", missing)
                 self.tags.add_gaps(r.node_id, missing)
-                log.warning("node %s skipped %d records before seq %d", r.node_id, missing, r.seq)
+                log.warning("node %s skipped %d records before seq %d (seqs %d..%d)", r.node_id, missing, r.seq,
+                            last + 1, r.seq - 1)
             if r.seq > last:
                 self._last_seq[r.node_id] = r.seq
 

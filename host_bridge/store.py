@@ -117,6 +117,12 @@ class SqliteHistorian:
             row = self._reader.execute(q, (node_id,)).fetchone()
         return int(row[0]) if row else 0
 
+    def count_between(self, node_id: str, lo: int, hi: int) -> int:
+        """Rows of this node with lo <= seq <= hi (the writer's view: call from the writer)."""
+        with self._lock:
+            q = "SELECT COUNT(*) FROM records WHERE node=? AND seq BETWEEN ? AND ?"
+            return int(self._db.execute(q, (node_id, lo, hi)).fetchone()[0])
+
     def count(self, node_id: str | None = None) -> int:
         with self._rlock:
             if node_id is None:

@@ -317,8 +317,10 @@ class Node:
                 elif self.journal.depth > 0:
                     self._send(False)
                 # Live keeps flowing during a backfill: the newest records the in-order stream
-                # has not reached go out at once as a preview (once per record).
-                if self.live_from > self.previewed and self.live_from > self.journal.acked + 1:
+                # has not reached go out at once as a preview (once per record). Not when the
+                # only thing ahead of them is the batch in flight: its ack is one round trip.
+                sent_hi = self.inflight[1] if self.inflight is not None else self.journal.acked
+                if self.live_from > self.previewed and self.live_from > sent_hi + 1:
                     try:
                         self._preview()
                     except Exception as e:
