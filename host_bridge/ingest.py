@@ -76,6 +76,10 @@ class Ingest:
             return False
         if not self.limiter.allow(node or msg.source):
             self.counters.inc("rate_limited")  # not acked: an honest node resends later
+            n = self.counters.get("rate_limited")
+            if n & (n - 1) == 0:
+                log.warning("%s over its rate limit (%g batches/s): dropped, not acked; %d so far",
+                            node or msg.source, self.limiter.rate, n)
             return False
         try:
             self._q.put_nowait(msg)
