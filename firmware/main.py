@@ -16,8 +16,9 @@ def _load_config(path):
     try:
         return config.load(path)
     finally:
-        del sys.modules["vibenode.config"]
-        del vibenode.config
+        sys.modules.pop("vibenode.config", None)
+        if hasattr(vibenode, "config"):  # not set when it was imported ahead (romboot.py)
+            del vibenode.config
         gc.collect()
 
 
@@ -47,6 +48,18 @@ def _preload(cfg, board):
         pre(board)
 
 
+def _reserve(cfg):
+    # One block the size of the node's buffers (samples 6n, FFT 4n, batch, journal staging,
+    # flash chunks), taken before the code is loaded and freed just before build(): the
+    # buffers then find one contiguous hole instead of the gaps between code objects.
+    # Below ~150K the 64-bit VM otherwise fails the boot on a 4 KB buffer (fragmentation).
+    n = cfg["window"]["n"]
+    try:
+        return bytearray(10 * n + cfg["batch"]["max_bytes"] + cfg["journal"].get("stage_bytes", 2048) + 2048)
+    except MemoryError:
+        return None
+
+
 def _drop_boot_code():
     # Code that only wires the node (sensor tables, build()) and the board dict: on the 64-bit
     # VM every function costs ~100 bytes besides its bytecode, so what boot alone needs goes.
@@ -63,10 +76,12 @@ def _drop_boot_code():
 
 try:
     cfg = _load_config(port.config_path())
+    hole = _reserve(cfg)
     board = port.load_board()
     _preload(cfg, board)
     from vibenode.node import build
 
+    hole = None
     gc.collect()
     node = build(port, board, cfg, port.log)
     del board, build

@@ -99,8 +99,8 @@ class VirtualNode:
         self.node_id = node_id
         self.uplink = uplink
         self.heap = heap
-        if code not in ("mpy", "py"):
-            raise ValueError(f"code must be mpy or py, not {code!r}")
+        if code not in ("romfs", "mpy", "py"):
+            raise ValueError(f"code must be romfs, mpy or py, not {code!r}")
         self.code = code
         self.extra_env = dict(env or {})
         self.log_path = Path(log_path) if log_path else self.node_dir / "node.log"
@@ -140,8 +140,13 @@ class VirtualNode:
 
     def env(self) -> dict:
         e = dict(os.environ)
-        if self.code == "mpy":
+        if self.code in ("mpy", "romfs"):
             e["MICROPYPATH"] = ":".join([".frozen", str(self._mpy_dir)])
+            if self.code == "romfs":
+                from tools.build_romfs import VM_PRELOAD
+
+                e["VIBEKIT_ROMFS"] = str(self.romfs_image)
+                e["VIBEKIT_ROMFS_PRELOAD"] = VM_PRELOAD
         else:
             e["MICROPYPATH"] = ":".join([".frozen", str(FIRMWARE), str(MPLIB)])
         e["HOME"] = str(self.node_dir)
@@ -153,11 +158,16 @@ class VirtualNode:
         if self.alive():
             return self
         ensure_mplibs()
-        if self.code == "mpy":
+        if self.code in ("mpy", "romfs"):
             from tools.build_mpy import build
 
             self._mpy_dir = build()  # hash-cached: only changed sources are recompiled
             cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", "-m", "main"]
+            if self.code == "romfs":
+                from tools.build_romfs import build_image
+
+                self.romfs_image = build_image()  # hash-cached too
+                cmd[-1] = "romboot"  # mounts the image at /rom first, then imports main
         else:
             cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py")]
         log = open(self.log_path, "ab")
