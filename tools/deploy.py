@@ -359,12 +359,64 @@ def device_hashes(port: str, img: Image) -> tuple[dict[str, str | None], list[st
     return hashes, removed
 
 
+_ROMFS_CLEAN = """
+import os
+for p in {paths!r}:
+    for q in (p + '.mpy', p + '.py'):
+        try:
+            os.remove(q); print('REMOVED', q)
+        except OSError:
+            pass
+"""
+
+
+def romfs_image(board: dict) -> Path:
+    """Build (hash-cached) the board's ROMFS image: tools/build_romfs.py for its arch and port."""
+    from tools.build_mpy import BuildError
+    from tools.build_romfs import PORT_MODULES
+    from tools.build_romfs import build_image as build_romfs
+
+    port, arch = port_module(board), board_arch(board)
+    if port not in PORT_MODULES or port == "unix" or arch is None:
+        raise DeployError(f"--romfs: no ROMFS image for port {port!r} (esp32, rp2 with MicroPython >= 1.25)")
+    try:
+        return build_romfs(arch, port)
+    except BuildError as e:
+        raise DeployError(f"--romfs: {e}") from None
+
+
+def deploy_romfs(board: dict, port: str, log=print) -> list[str]:
+    """`mpremote romfs deploy` of the board's image to its ROMFS partition (mounted at /rom),
+    then remove the filesystem copies of what the image holds: '' (the filesystem root) is
+    before /rom on sys.path, so an old /vibenode/node.mpy would shadow the image's."""
+    from tools.build_mpy import build
+    from tools.build_romfs import select
+
+    img = romfs_image(board)
+    mpremote(port, "romfs", "deploy", str(img), timeout=300)
+    log(f"deploy: ROMFS image {img.name} ({img.stat().st_size} bytes) -> /rom")
+    mods = [m[:-4] for m in select(build(board_arch(board)), port_module(board)) if m != "main.mpy"]
+    mods += ["lib/" + m for m in mods if m.startswith("umqtt/")]
+    r = mpremote(port, "exec", _ROMFS_CLEAN.format(paths=mods))
+    return [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("REMOVED ")]
+
+
 def deploy(board: dict, cfg: dict, port: str, compile_mpy: bool = True, umqtt: str = "cache",
-           reset: bool = True, log=print, revision: str | None = None) -> DeployResult:
+           reset: bool = True, log=print, revision: str | None = None, romfs: bool = False) -> DeployResult:
     if umqtt not in ("cache", "mip", "skip"):
         raise DeployError("umqtt must be cache, mip or skip")
     validate_config(cfg)
     img = build_image(board, cfg, compile_mpy, umqtt, revision=revision)
+    removed_fs: list[str] = []
+    if romfs:
+        # the code goes to the ROMFS partition; the filesystem keeps main.py, config and board
+        removed_fs = deploy_romfs(board, port, log)
+        img.files = {k: v for k, v in img.files.items()
+                     if k in ("main.py", "config.json", "board.json") or not k.endswith((".py", ".mpy"))}
+        manifest = json.loads(img.files["deploy.json"])
+        manifest.update(files={k: v for k, v in img.hashes().items() if k != "deploy.json"},
+                        romfs=romfs_image(board).name)
+        img.files["deploy.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     want = img.hashes()
     have, removed = device_hashes(port, img)
     changed = [p for p in sorted(img.files) if have.get(p) != want[p]]
@@ -384,7 +436,7 @@ def deploy(board: dict, cfg: dict, port: str, compile_mpy: bool = True, umqtt: s
             mpremote(port, *args, timeout=60 + sum(len(img.files[p]) for p in changed) / 2000)
     if umqtt == "mip":
         mpremote(port, "mip", "install", "umqtt.simple", timeout=180)
-    res = DeployResult(changed, [p for p in sorted(img.files) if p not in changed], removed,
+    res = DeployResult(changed, [p for p in sorted(img.files) if p not in changed], removed + removed_fs,
                        sum(len(img.files[p]) for p in changed), img.arch)
     log(res.summary())
     for p in changed:
@@ -406,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="umqtt.simple from the local .mplib cache (default, air-gapped), mpremote mip, or skip")
     ap.add_argument("--no-compile", action="store_true", help="ship .py sources (no mpy-cross)")
     ap.add_argument("--no-reset", action="store_true")
+    ap.add_argument("--romfs", action="store_true",
+                    help="code as a ROMFS image (tools/build_romfs.py) via `mpremote romfs deploy` "
+                         "(MicroPython >= 1.25 with a ROMFS partition): it runs from flash, not the heap")
     wait = ap.add_mutually_exclusive_group()
     wait.add_argument("--wait-mqtt", metavar="HOST:PORT", help="then wait for the first good record on this broker")
     wait.add_argument("--wait-historian", metavar="FILE", help="then wait for it in the bridge's historian")
@@ -425,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
             written = img.write_dir(args.target_dir)
             print(f"deploy: {len(written)} file(s) written to {args.target_dir}, {len(img.files) - len(written)} unchanged")
             return 0
-        deploy(board, cfg, args.port, not args.no_compile, args.umqtt, not args.no_reset)
+        if args.romfs and args.no_compile:
+            raise DeployError("--romfs needs compiled code (drop --no-compile)")
+        deploy(board, cfg, args.port, not args.no_compile, args.umqtt, not args.no_reset, romfs=args.romfs)
     except DeployError as e:
         print(f"deploy: {e}", file=sys.stderr)
         return 1
