@@ -110,6 +110,8 @@ class BridgeConfig:
     stale_after_s: float = 30.0
     offline_after_s: float = 120.0
     accept_unknown_nodes: bool = False
+    rate_limit_batches_per_s: float = 50.0  # per node; over it batches are counted, not acked
+    rate_limit_burst: float = 200.0
     nodes: list[NodeConfig] = field(default_factory=list)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     serial: list[SerialConfig] = field(default_factory=list)
@@ -172,11 +174,21 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     cfg = BridgeConfig(source=source)
 
     b = _table(data, "bridge", src)
-    _check_keys(b, {"data_dir", "stale_after_s", "offline_after_s", "accept_unknown_nodes"}, src, "bridge.")
+    _check_keys(
+        b,
+        {"data_dir", "stale_after_s", "offline_after_s", "accept_unknown_nodes", "rate_limit_batches_per_s",
+         "rate_limit_burst"},
+        src,
+        "bridge.",
+    )
     cfg.data_dir = Path(_take(b, "data_dir", str, "var", src, "bridge."))
     cfg.stale_after_s = _take(b, "stale_after_s", float, 30.0, src, "bridge.")
     cfg.offline_after_s = _take(b, "offline_after_s", float, 120.0, src, "bridge.")
     cfg.accept_unknown_nodes = _take(b, "accept_unknown_nodes", bool, False, src, "bridge.")
+    cfg.rate_limit_batches_per_s = _take(b, "rate_limit_batches_per_s", float, 50.0, src, "bridge.")
+    cfg.rate_limit_burst = _take(b, "rate_limit_burst", float, 200.0, src, "bridge.")
+    if cfg.rate_limit_batches_per_s <= 0 or cfg.rate_limit_burst < 1:
+        raise ConfigError(src, "bridge.rate_limit_batches_per_s", "rate must be > 0 and burst >= 1")
     if cfg.stale_after_s <= 0 or cfg.offline_after_s <= cfg.stale_after_s:
         raise ConfigError(src, "bridge.offline_after_s", "must be > stale_after_s > 0")
 

@@ -11,6 +11,7 @@ from host_bridge.ingest import Ingest
 from host_bridge.inputs.mqtt import MqttInput
 from host_bridge.inputs.serial import SerialInput
 from host_bridge.metrics import Counters
+from host_bridge.ratelimit import RateLimiter
 from host_bridge.store import SqliteHistorian
 from host_bridge.tags import TagStore
 
@@ -25,7 +26,8 @@ class Bridge:
         self.historian = SqliteHistorian(cfg.data_dir / "historian.sqlite3")
         self.tags = TagStore([n.id for n in cfg.nodes], cfg.stale_after_s, cfg.offline_after_s)
         known = None if cfg.accept_unknown_nodes else {n.id for n in cfg.nodes}
-        self.ingest = Ingest(self.historian, self.tags, self.counters, known)
+        limiter = RateLimiter(rate=cfg.rate_limit_batches_per_s, burst=cfg.rate_limit_burst)
+        self.ingest = Ingest(self.historian, self.tags, self.counters, known, rate_limiter=limiter)
         self.mqtt: MqttInput | None = None
         if cfg.mqtt.enabled:
             self.mqtt = MqttInput(cfg.mqtt, self.ingest, self.tags, self.counters)

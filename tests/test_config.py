@@ -66,3 +66,20 @@ def test_bad_config_names_file_key_and_reason(tmp_path, text, key, reason):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_rate_limit_settings_reach_the_ingest(tmp_path):
+    from host_bridge.config import parse_config
+    from host_bridge.service import Bridge
+
+    cfg = parse_config(
+        {"bridge": {"data_dir": str(tmp_path), "rate_limit_batches_per_s": 5, "rate_limit_burst": 7},
+         "mqtt": {"enabled": False}, "modbus": {"enabled": False}, "opcua": {"enabled": False},
+         "web": {"enabled": False}},
+        "t",
+    )
+    b = Bridge(cfg)
+    assert (b.ingest.limiter.rate, b.ingest.limiter.burst) == (5.0, 7.0)
+    b.historian.close()
+    with pytest.raises(ConfigError, match="rate must be"):
+        parse_config({"bridge": {"rate_limit_batches_per_s": 0}}, "t")
