@@ -88,6 +88,8 @@ class TagStore:
             counts[r.node_id] = counts.get(r.node_id, 0) + 1
             if r.node_id not in top or r.seq > top[r.node_id].seq:
                 top[r.node_id] = r
+            if r.historical and not r.clock_synced:
+                continue  # backlog from a boot that never synced: its time is unknown, history only
             src = r.device_time_ms if r.clock_synced else (r.received_ms or t)
             k = (r.node_id, r.kind)
             if k not in newest or (src, r.seq) >= newest[k][:2]:

@@ -48,7 +48,7 @@ def test_power_cuts_whole_system(tmp_path, broker, caplog):
     try:
         with BridgeThread(cfg) as bridge:
             assert bridge.mqtt.connected.wait(10)
-            for i in range(CUTS):
+            for _ in range(CUTS):
                 before = len(_boot_lines(vn.log_text()))
                 vn.start()
                 time.sleep(rng.uniform(0.02, 0.45))
