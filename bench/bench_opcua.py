@@ -125,7 +125,7 @@ async def client_main(cfg: dict) -> dict:
         sub.first = None
         try:
             await asyncio.wait_for(sub.done.wait(), cfg.get("timeout_s", 300))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     else:
         await loop.run_in_executor(None, sys.stdin.readline)

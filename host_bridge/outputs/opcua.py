@@ -24,6 +24,7 @@ rewrites only nodes whose quality changed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -34,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from asyncua import Server, ua
+from asyncua.server.address_space import AttributeValue, NodeData
 from asyncua.server.history import HistoryStorageInterface
 
 from host_bridge.config import BridgeConfig
@@ -140,17 +142,40 @@ def _fault_mask(name: str) -> int:
     return FLAG_TEMP_FAULT if name == "temperature" else (0 if name == "iso_zone" else FLAG_ACCEL_FAULT)
 
 
+class _SharedDataValue(ua.DataValue):
+    """A DataValue the bridge never mutates once built (nor does asyncua's server).
+
+    asyncua deep-copies the written DataValue for every monitored item
+    (MonitoredItemValues.set_current_datavalue) so that later in-place changes cannot alter
+    the previous value it compares against; ours never change, so the copy can be the object
+    itself. That copy was ~55% of the server's time per subscribed write. Encoding is
+    unchanged (same fields, same dataclass serializer).
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+
+_NULL = ua.Variant(None, ua.VariantType.Null)
+_FLOAT = ua.VariantType.Float
+
+
 def value_datavalue(v: float, name: str, flags: int, quality: Quality, src: dt.datetime, srv: dt.datetime) -> ua.DataValue:
-    if quality in (Quality.OFFLINE, Quality.INITIAL):
+    if quality is Quality.OFFLINE or quality is Quality.INITIAL:
         code = _STATUS_CODES[quality]
-        variant = ua.Variant(None, ua.VariantType.Null)
+        variant = _NULL
     elif v != v:
         code = _SENSOR_FAILURE if flags & _fault_mask(name) else _NO_DATA
-        variant = ua.Variant(None, ua.VariantType.Null)
+        variant = _NULL
     else:
         code = _STATUS_CODES[quality]
-        variant = ua.Variant(v, ua.VariantType.Float)
-    return ua.DataValue(variant, StatusCode=code, SourceTimestamp=src, ServerTimestamp=srv)
+        variant = ua.Variant(v, _FLOAT, None, False)
+    return _SharedDataValue(variant, code, src, srv)
 
 
 # -- node status variables ---------------------------------------------------------------------
@@ -282,6 +307,17 @@ def _source_ms(r: Record) -> int:
     return r.device_time_ms if r.clock_synced else r.received_ms
 
 
+_REF_FIELDS = tuple(f.name for f in dataclasses.fields(ua.ReferenceDescription))
+
+
+def _copy_ref(r: ua.ReferenceDescription) -> ua.ReferenceDescription:
+    """Shallow copy of a ReferenceDescription without running its dataclass __init__."""
+    c = object.__new__(ua.ReferenceDescription)
+    for name in _REF_FIELDS:
+        setattr(c, name, getattr(r, name))
+    return c
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -290,6 +326,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class OpcUaOutput:
     """Serves the TagStore over OPC UA (see the module docstring for the model)."""
+
+    clone_nodes = True  # False: every node through AddNodes (the reference the clones are tested against)
 
     def __init__(
         self,
@@ -322,8 +360,9 @@ class OpcUaOutput:
         self.trust: TrustList | None = None
         self.users: BridgeUserManager | None = None
         self._vars: dict[ua.NodeId, _Var] = {}
-        self._node_vars: dict[str, tuple[list[tuple[ua.NodeId, str]], list[tuple[ua.NodeId, _Var]]]] = {}
+        self._node_vars: dict[str, tuple[list, list]] = {}  # node -> ([(Value attr, name)], [(Value attr, _Var)])
         self._shown: dict[str, tuple[int, Quality]] = {}
+        self._last_status: dict[AttributeValue, object] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._plock = threading.Lock()
@@ -466,12 +505,70 @@ class OpcUaOutput:
         it.NodeAttributes = attrs
         items.append(it)
 
+    def _node_items(self, items, n, parent, eu, hist) -> None:
+        """AddNodesItems of one bridge node's subtree (node object first, parents before children)."""
+        node_nid = self.nodeid(n.id)
+        self._object(items, node_nid, n.id, parent, ua.ObjectIds.Organizes, ua.ObjectIds.BaseObjectType,
+                     n.description or f"Vibration node {n.id}")
+        self._variable(items, self.nodeid(f"{n.id}.UnitId"), "ModbusUnitId", node_nid,
+                       ua.Variant(n.unit_id, ua.VariantType.UInt16), ua.ObjectIds.UInt16, prop=True)
+        self._variable(items, self.nodeid(f"{n.id}.IsoLimits"), "IsoZoneLimits", node_nid,
+                       ua.Variant(list(n.iso_limits), ua.VariantType.Double), ua.ObjectIds.Double, prop=True,
+                       desc="ISO 10816-3 zone boundaries A/B, B/C, C/D in mm/s")
+        items[-1].NodeAttributes.ValueRank = ua.ValueRank.OneDimension
+        items[-1].NodeAttributes.ArrayDimensions = [3]
+        for s in self.specs:
+            vid = self.nodeid(f"{n.id}.{s.name}")
+            self._variable(items, vid, browse_name(s.name), node_nid, ua.Variant(0.0, ua.VariantType.Float),
+                           ua.ObjectIds.Float, typedef=ua.ObjectIds.AnalogUnitRangeType,
+                           desc=f"{s.description} ({s.unit})", history=hist)
+            self._variable(items, self.nodeid(f"{n.id}.{s.name}.EURange"), "EURange", vid,
+                           ua.Variant(ua.Range(s.eu_low, s.eu_high), ua.VariantType.ExtensionObject),
+                           ua.ObjectIds.Range, prop=True)
+            self._variable(items, self.nodeid(f"{n.id}.{s.name}.EngineeringUnits"), "EngineeringUnits", vid,
+                           ua.Variant(eu[s.unit], ua.VariantType.ExtensionObject), ua.ObjectIds.EUInformation,
+                           prop=True)
+        st_nid = self.nodeid(f"{n.id}.Status")
+        self._object(items, st_nid, "Status", node_nid, ua.ObjectIds.HasComponent, ua.ObjectIds.FolderType,
+                     "Node and link status")
+        for name, vt, source, _field, desc in STATUS_VARS:
+            dtype = getattr(ua.ObjectIds, vt.name)
+            init = {ua.VariantType.Boolean: False, ua.VariantType.String: ""}.get(vt, 0)
+            self._variable(items, self.nodeid(f"{n.id}.Status.{name}"), name, st_nid, ua.Variant(init, vt), dtype,
+                           desc=desc, history=hist and source == "report")
+
+    def _register_vars(self, n) -> None:
+        value_vars = []
+        for s in self.specs:
+            vid = self.nodeid(f"{n.id}.{s.name}")
+            self._vars[vid] = _Var(vid, n.id, s.name, KIND_MEASUREMENT, ua.VariantType.Float, "value")
+            value_vars.append((vid, s.name))
+        status_vars = []
+        for name, vt, source, field, _desc in STATUS_VARS:
+            sid = self.nodeid(f"{n.id}.Status.{name}")
+            v = _Var(sid, n.id, field, KIND_STATUS if source == "report" else None, vt, source)
+            self._vars[sid] = v
+            status_vars.append((sid, v))
+        self._node_vars[n.id] = (value_vars, status_vars)
+
     async def _build_address_space(self) -> None:
+        """Folders and the first node through AddNodes; every further node is cloned from the first.
+
+        asyncua's AddNodes costs ~0.35 ms per address-space node (it builds ~20 attribute
+        DataValues and the references field by field); a bridge node has 143 of them, so 1,000
+        nodes took ~50 s. Every bridge node has the same subtree, so the first one is added the
+        standard way and serves as the template: a clone shares the template's immutable
+        static attributes (AttributeValue objects that nothing ever writes: the ruleset refuses
+        client writes) and copies its references, replacing only NodeIds, the node object's
+        names and the per-node property values (ModbusUnitId, IsoZoneLimits). Value attributes
+        are never shared.
+        """
         items: list[ua.AddNodesItem] = []
         objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
         folders: set[str] = set()
         hist = self.historian is not None
         eu = {s.unit: eu_information(s.unit) for s in self.specs}
+        parents: dict[str, ua.NodeId] = {}
         for n in self.cfg.nodes:
             parent = objects
             path = ""
@@ -482,48 +579,103 @@ class OpcUaOutput:
                     folders.add(path)
                     self._object(items, fid, level, parent, ua.ObjectIds.Organizes, ua.ObjectIds.FolderType)
                 parent = fid
-            node_nid = self.nodeid(n.id)
-            self._object(items, node_nid, n.id, parent, ua.ObjectIds.Organizes, ua.ObjectIds.BaseObjectType,
-                         n.description or f"Vibration node {n.id}")
-            self._variable(items, self.nodeid(f"{n.id}.UnitId"), "ModbusUnitId", node_nid,
-                           ua.Variant(n.unit_id, ua.VariantType.UInt16), ua.ObjectIds.UInt16, prop=True)
-            self._variable(items, self.nodeid(f"{n.id}.IsoLimits"), "IsoZoneLimits", node_nid,
-                           ua.Variant(list(n.iso_limits), ua.VariantType.Double), ua.ObjectIds.Double, prop=True,
-                           desc="ISO 10816-3 zone boundaries A/B, B/C, C/D in mm/s")
-            items[-1].NodeAttributes.ValueRank = ua.ValueRank.OneDimension
-            items[-1].NodeAttributes.ArrayDimensions = [3]
-            value_vars = []
-            for s in self.specs:
-                vid = self.nodeid(f"{n.id}.{s.name}")
-                self._variable(items, vid, browse_name(s.name), node_nid, ua.Variant(0.0, ua.VariantType.Float),
-                               ua.ObjectIds.Float, typedef=ua.ObjectIds.AnalogUnitRangeType,
-                               desc=f"{s.description} ({s.unit})", history=hist)
-                self._variable(items, self.nodeid(f"{n.id}.{s.name}.EURange"), "EURange", vid,
-                               ua.Variant(ua.Range(s.eu_low, s.eu_high), ua.VariantType.ExtensionObject),
-                               ua.ObjectIds.Range, prop=True)
-                self._variable(items, self.nodeid(f"{n.id}.{s.name}.EngineeringUnits"), "EngineeringUnits", vid,
-                               ua.Variant(eu[s.unit], ua.VariantType.ExtensionObject), ua.ObjectIds.EUInformation,
-                               prop=True)
-                self._vars[vid] = _Var(vid, n.id, s.name, KIND_MEASUREMENT, ua.VariantType.Float, "value")
-                value_vars.append((vid, s.name))
-            st_nid = self.nodeid(f"{n.id}.Status")
-            self._object(items, st_nid, "Status", node_nid, ua.ObjectIds.HasComponent, ua.ObjectIds.FolderType,
-                         "Node and link status")
-            status_vars = []
-            for name, vt, source, field, desc in STATUS_VARS:
-                sid = self.nodeid(f"{n.id}.Status.{name}")
-                dtype = getattr(ua.ObjectIds, vt.name)
-                init = {ua.VariantType.Boolean: False, ua.VariantType.String: ""}.get(vt, 0)
-                self._variable(items, sid, name, st_nid, ua.Variant(init, vt), dtype, desc=desc,
-                               history=hist and source == "report")
-                v = _Var(sid, n.id, field, KIND_STATUS if source == "report" else None, vt, source)
-                self._vars[sid] = v
-                status_vars.append((sid, v))
-            self._node_vars[n.id] = (value_vars, status_vars)
-        results = await self.server.iserver.isession.add_nodes(items)
+            parents[n.id] = parent
+            self._register_vars(n)
+        template: list[ua.AddNodesItem] = []
+        if self.cfg.nodes:
+            first = self.cfg.nodes[0]
+            self._node_items(template, first, parents[first.id], eu, hist)
+        results = await self.server.iserver.isession.add_nodes(items + template)
         bad = [r.StatusCode for r in results if not r.StatusCode.is_good()]
         if bad:
             raise RuntimeError(f"OPC UA address space: {len(bad)} nodes failed, first {bad[0]}")
+        if len(self.cfg.nodes) > 1 and not self.clone_nodes:
+            items = []
+            for n in self.cfg.nodes[1:]:
+                self._node_items(items, n, parents[n.id], eu, hist)
+            results = await self.server.iserver.isession.add_nodes(items)
+            bad = [r.StatusCode for r in results if not r.StatusCode.is_good()]
+            if bad:
+                raise RuntimeError(f"OPC UA address space: {len(bad)} nodes failed, first {bad[0]}")
+        elif len(self.cfg.nodes) > 1:
+            self._clone_nodes(self.cfg.nodes[0], self.cfg.nodes[1:], parents, template)
+        # the updater writes the Value attributes directly (see _write)
+        aspace = self.server.iserver.aspace
+        value = ua.AttributeIds.Value
+        for node_id, (value_vars, status_vars) in self._node_vars.items():
+            self._node_vars[node_id] = (
+                [(aspace[vid].attributes[value], name) for vid, name in value_vars],
+                [(aspace[sid].attributes[value], var) for sid, var in status_vars],
+            )
+
+    def _clone_nodes(self, first, others, parents: dict[str, ua.NodeId], template: list[ua.AddNodesItem]) -> None:
+        aspace = self.server.iserver.aspace
+        A = ua.AttributeIds
+        has_typedef = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
+        root = first.id
+        cut = len(root)
+        # per template node: (data, parent index in the template or -1, its reference in the parent,
+        # index of its inverse reference to the parent)
+        plan = []
+        index: dict[ua.NodeId, int] = {}
+        for i, it in enumerate(template):
+            t = aspace[it.RequestedNewNodeId]
+            p = it.ParentNodeId
+            pdata = aspace[p]
+            fwd = next(r for r in pdata.references if r.IsForward and r.NodeId == t.nodeid)
+            inv = next(j for j, r in enumerate(t.references) if not r.IsForward and r.NodeId == p)
+            plan.append((t, index.get(p, -1), fwd, inv, it.RequestedNewNodeId.Identifier[cut:]))
+            index[it.RequestedNewNodeId] = i
+        unit_suffix, iso_suffix = ".UnitId", ".IsoLimits"
+        copy = _copy_ref
+        for n in others:
+            new: list = []
+            for t, pi, fwd, inv, suffix in plan:
+                nid = ua.NodeId(n.id + suffix, self.idx)
+                nd = NodeData(nid)
+                attrs = nd.attributes = dict(t.attributes)  # static attributes: shared, never written
+                val = attrs.get(A.Value)
+                if val is not None:
+                    attrs[A.Value] = AttributeValue(val.value)
+                attrs[A.NodeId] = AttributeValue(ua.DataValue(ua.Variant(nid, ua.VariantType.NodeId)))
+                if pi < 0:  # the node object: own names, own folder
+                    pdata = aspace[parents[n.id]]
+                    bname = ua.QualifiedName(n.id, self.idx)
+                    dname = ua.LocalizedText(n.id)
+                    attrs[A.BrowseName] = AttributeValue(ua.DataValue(ua.Variant(bname, ua.VariantType.QualifiedName)))
+                    attrs[A.DisplayName] = AttributeValue(ua.DataValue(ua.Variant(dname, ua.VariantType.LocalizedText)))
+                    attrs[A.Description] = AttributeValue(ua.DataValue(ua.Variant(
+                        ua.LocalizedText(n.description or f"Vibration node {n.id}"), ua.VariantType.LocalizedText)))
+                    up = copy(t.references[inv])
+                    up.NodeId = pdata.nodeid
+                    up.BrowseName = pdata.attributes[A.BrowseName].value.Value.Value
+                    up.DisplayName = pdata.attributes[A.DisplayName].value.Value.Value
+                    down = copy(fwd)
+                    down.NodeId, down.BrowseName, down.DisplayName = nid, bname, dname
+                else:
+                    pdata = new[pi]
+                    up = copy(t.references[inv])
+                    up.NodeId = pdata.nodeid
+                    if pi == 0:  # the parent is the node object, whose names are per node
+                        up.BrowseName = pdata.attributes[A.BrowseName].value.Value.Value
+                        up.DisplayName = pdata.attributes[A.DisplayName].value.Value.Value
+                    down = copy(fwd)
+                    down.NodeId = nid
+                    if suffix == unit_suffix:
+                        attrs[A.Value] = AttributeValue(ua.DataValue(ua.Variant(n.unit_id, ua.VariantType.UInt16)))
+                    elif suffix == iso_suffix:
+                        attrs[A.Value] = AttributeValue(
+                            ua.DataValue(ua.Variant(list(n.iso_limits), ua.VariantType.Double)))
+                refs = nd.references
+                for j, r in enumerate(t.references):
+                    if j == inv:
+                        refs.append(up)
+                    elif r.IsForward and r.ReferenceTypeId == has_typedef:
+                        refs.append(r)  # immutable in practice: shared with the template
+                    # forward references to children are added when the children are cloned
+                aspace[nid] = nd
+                pdata.references.append(down)
+                new.append(nd)
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -561,7 +713,7 @@ class OpcUaOutput:
     async def _update(self, node_ids, force: bool = False) -> None:
         t = now_ms()
         srv = _dt(t)
-        batch: list[tuple[ua.NodeId, ua.DataValue]] = []
+        batch: list[tuple[AttributeValue, ua.DataValue]] = []
         for nid in node_ids:
             entry = self._node_vars.get(nid)
             if entry is None:
@@ -573,17 +725,35 @@ class OpcUaOutput:
             if not force and self._shown.get(nid) == key:
                 continue
             self._shown[nid] = key
-            self._node_batch(entry, st, q, srv, batch)
+            self._node_batch(entry, st, q, srv, batch, force)
             self.stats["node_updates"] += 1
-        write = self.server.iserver.aspace.write_attribute_value
-        attr = ua.AttributeIds.Value
-        for nodeid, dv in batch:
-            await write(nodeid, attr, dv)
+        await self._write(batch)
         self.stats["value_writes"] += len(batch)
         self.stats["update_passes"] += 1
         self.last_update_ns = time.perf_counter_ns()
 
-    def _node_batch(self, entry, st: NodeState | None, q: Quality, srv: dt.datetime, batch: list) -> None:
+    async def _write(self, batch: list[tuple[AttributeValue, ua.DataValue]]) -> None:
+        """What AddressSpace.write_attribute_value does, minus the per-write lookups and checks.
+
+        The Value attributes are resolved once at start; the DataValues are built here with the
+        variable's own type (Null with every bad StatusCode), so the type check has nothing to
+        find. Monitored items are notified exactly as asyncua does it (their datachange callbacks).
+        """
+        for av, dv in batch:
+            av.value = dv
+            av.value_callback = None
+            cbs = av.datachange_callbacks
+            if cbs:
+                for handle, cb in list(cbs.items()):
+                    try:
+                        await cb(handle, dv)
+                    except Exception:
+                        log.exception("OPC UA datachange callback %s failed", handle)
+
+    def _node_batch(self, entry, st: NodeState | None, q: Quality, srv: dt.datetime, batch: list,
+                    force: bool = False) -> None:
+        """Value variables are written on every new record or quality change; status variables
+        only when their value, StatusCode or source time changed (or when forced)."""
         value_vars, status_vars = entry
         if st is None or st.source_ms is None:
             src = srv
@@ -594,11 +764,14 @@ class OpcUaOutput:
             values = st.values
             flags = st.flags
         nan = math.nan
-        for vid, name in value_vars:
-            batch.append((vid, value_datavalue(values.get(name, nan), name, flags, q, src, srv)))
+        get = values.get
+        for av, name in value_vars:
+            batch.append((av, value_datavalue(get(name, nan), name, flags, q, src, srv)))
         status = st.status if st is not None else {}
-        status_src = _dt(st.status_ms) if st is not None and st.status_ms is not None else srv
-        for sid, var in status_vars:
+        status_ms = st.status_ms if st is not None else None
+        status_src = _dt(status_ms) if status_ms is not None else srv
+        last = self._last_status
+        for av, var in status_vars:
             if var.source == "bridge":
                 if var.name == "online":
                     val = bool(st is not None and q in (Quality.GOOD, Quality.STALE) and st.online is not False) or bool(
@@ -609,15 +782,24 @@ class OpcUaOutput:
                 else:
                     val = getattr(st, var.name, 0) if st is not None else 0
                     val = max(0, int(val))
-                batch.append((sid, ua.DataValue(ua.Variant(val, var.vt), StatusCode=_GOOD,
-                                                SourceTimestamp=srv, ServerTimestamp=srv)))
+                key = val
+                if not force and last.get(av) == key:
+                    continue
+                last[av] = key
+                batch.append((av, _SharedDataValue(ua.Variant(val, var.vt), StatusCode=_GOOD,
+                                                   SourceTimestamp=srv, ServerTimestamp=srv)))
             else:
                 v = status.get(var.name, nan)
                 if v != v:
                     code = _WAITING if not status else _NO_DATA
-                    dv = ua.DataValue(ua.Variant(None, ua.VariantType.Null), StatusCode=code,
-                                      SourceTimestamp=status_src, ServerTimestamp=srv)
+                    key = (code.value, status_ms)
+                    dv = _SharedDataValue(_NULL, StatusCode=code, SourceTimestamp=status_src, ServerTimestamp=srv)
                 else:
-                    dv = ua.DataValue(ua.Variant(_status_value(var.name, var.vt, v), var.vt), StatusCode=_GOOD,
-                                      SourceTimestamp=status_src, ServerTimestamp=srv)
-                batch.append((sid, dv))
+                    val = _status_value(var.name, var.vt, v)
+                    key = (val, status_ms)
+                    dv = _SharedDataValue(ua.Variant(val, var.vt), StatusCode=_GOOD,
+                                          SourceTimestamp=status_src, ServerTimestamp=srv)
+                if not force and last.get(av) == key:
+                    continue
+                last[av] = key
+                batch.append((av, dv))
