@@ -52,6 +52,7 @@ class FakeUplink:
         self.reconnects = 0
         self.on_ack = None
         self.sent = []
+        self.time_requests = 0  # empty batches: an unsynced node asks for the time first
         self.previews = []  # batches of live records sent ahead of a backlog (flag 0x40)
         self.fail_send = False
 
@@ -63,6 +64,9 @@ class FakeUplink:
             return False
         b = bytes(batch)
         recs = codec.decode_batch(b)[1]
+        if not recs:
+            self.time_requests += 1
+            return True
         first_flags = b[4 + b[3] + 2 + 7]  # the codec masks the reserved bits: read the byte
         (self.previews if first_flags & PREVIEW else self.sent).append(recs)
         return True
@@ -88,7 +92,7 @@ class FakePort:
 _n = [0]
 
 
-def make(backfill_rps=0, **over):
+def make(backfill_rps=0, acked_once=True, **over):
     _n[0] += 1
     root = os.getcwd() + "/j%d" % _n[0]
     cfg = validate({"node_id": "t1", "window": {"interval_s": 0}, "status_interval_s": 0,
@@ -100,6 +104,8 @@ def make(backfill_rps=0, **over):
     up = FakeUplink()
     logs = []
     node = Node(cfg, j, FakeAcq(), FakeFx(), FakeTemp(), up, FakePort(), log=logs.append)
+    if acked_once:
+        node.acks = 1  # as if the bridge had answered once: no time request first
     return node, j, up, logs
 
 
@@ -181,6 +187,7 @@ def test_failed_send_is_retried_when_link_back():
 
 def test_live_preview_during_backlog_never_frees():
     node, j, up, _ = make()
+    node.clock.sync(1795300000000)  # previews wait for the clock: their copy is the one kept
     for _ in range(10):
         node.window()
     node.service(time.ticks_ms())
@@ -223,7 +230,7 @@ def test_backfill_rate_limit():
 
 
 def test_unsynced_same_boot_records_get_unix_time_at_send():
-    node, j, up, _ = make()
+    node, j, up, _ = make(acked_once=False)
     node.window()
     time.sleep_ms(30)
     node.window()
@@ -232,16 +239,17 @@ def test_unsynced_same_boot_records_get_unix_time_at_send():
     assert not flags & codec.CLOCK_SYNCED and ts_s < 100
     up_ms = ts_s * 1000 + ts_ms
     node.service(time.ticks_ms())
-    assert not up.sent[0][0][3] & codec.CLOCK_SYNCED  # not synced yet: sent as uptime
-    node.clock.sync(1795300000000)
-    node.inflight = None  # as if the ack carried no seq
+    # not synced, never answered: the node asks for the time (an empty batch) before any record
+    assert up.time_requests == 1 and up.sent == [] and node.inflight == (0, 0, 0)
+    up.on_ack(0, 1795300000000)
+    assert node.clock.synced and node.inflight is None
     node.service(time.ticks_ms())
-    r0, r1 = up.sent[1][0], up.sent[1][1]
+    r0, r1 = up.sent[0][0], up.sent[0][1]
     assert r0[3] & codec.CLOCK_SYNCED and r1[3] & codec.CLOCK_SYNCED
     t0 = r0[4] * 1000 + r0[5]
     t1 = r1[4] * 1000 + r1[5]
     # offset + seconds since boot: the sync happened after both windows, so both are before it
-    assert 1795300000000 - 1000 < t0 < t1 <= 1795300000000, (t0, t1)
+    assert 1795300000000 - 1000 < t0 < t1 <= 1795300000000 + 5, (t0, t1)
     assert t0 == node.clock.unix_ms_at(up_ms)
     assert node.converted == 2
     # a record of another boot is never converted

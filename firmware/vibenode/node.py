@@ -216,13 +216,28 @@ class Node:
 
     def _send(self, resend):
         j = self.journal
+        if not self.clock.synced and not self.acks:
+            # Ask for the time first: an empty batch, answered like any batch (frontier + the
+            # bridge's time). Records of this boot then go out with Unix time, not uptime.
+            # Over serial the HELLO is that question already: wait for its answer.
+            if getattr(self.uplink, "greeted", None) is False:
+                return
+            b = self.builder
+            b.begin()
+            self.inflight = (0, 0, 0)
+            self.sent_at = time.ticks_ms()
+            if not self.uplink.send(b.finish()):
+                self.sent_at = time.ticks_add(self.sent_at, -self.ack_timeout_ms)
+            return
         limit = self.max_records
         if resend:
             limit = self.inflight[2]
         elif self.backfill_rps and j.acked + 1 < self.live_from:
-            # a backlog: rate-limited (live records still go out at once as previews)
+            # A backlog: rate-limited (live records still go out at once as previews), and in
+            # full batches: wait until the bucket holds a whole batch (or the whole backlog).
             limit = self._backfill_budget()
-            if limit < 1:
+            backlog = self.live_from - j.acked - 1
+            if limit < (backlog if backlog < self.max_records else self.max_records):
                 return
         recs = j.pending(self.builder.room(), limit)
         if not recs:
@@ -320,7 +335,7 @@ class Node:
                 # has not reached go out at once as a preview (once per record). Not when the
                 # only thing ahead of them is the batch in flight: its ack is one round trip.
                 sent_hi = self.inflight[1] if self.inflight is not None else self.journal.acked
-                if self.live_from > self.previewed and self.live_from > sent_hi + 1:
+                if self.live_from > self.previewed and self.live_from > sent_hi + 1 and self.clock.synced:
                     try:
                         self._preview()
                     except Exception as e:
