@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from host_bridge import codec
+from host_bridge.codec import RawRecord, raw_to_record
 from host_bridge.metrics import Counters
-from host_bridge.model import FLAG_PREVIEW, Record
+from host_bridge.model import FLAG_CLOCK_SYNCED, FLAG_HISTORICAL, FLAG_PREVIEW, Record
 from host_bridge.ratelimit import RateLimiter
 from host_bridge.store import Historian
 from host_bridge.tags import TagStore, now_ms
@@ -151,37 +152,51 @@ class Ingest:
                     self.counters.inc("ingest_errors")
 
     def process(self, group: list[Inbound]) -> None:
-        """Decode, store, apply and ack one group of inbound payloads (synchronously)."""
-        accepted: list[tuple[Inbound, str, list[Record]]] = []
-        records: list[Record] = []
+        """Decode, store, apply and ack one group of inbound payloads (synchronously).
+
+        The hot path keeps records raw (header fields + the values' wire bytes, which are also
+        what the historian stores); Record objects are made only for the few records that can
+        become live tag values (docs/store-and-forward.md, "Bridge ingest").
+        """
+        accepted: list[tuple[Inbound, str, list[RawRecord]]] = []
+        n_in = 0
         for m in group:
-            decoded = self.decode(m)
+            decoded = self.decode_raw(m)
             if decoded is None:
                 continue
-            node_id, recs = decoded
-            accepted.append((m, node_id, recs))
-            records.extend(recs)
+            accepted.append((m, decoded[0], decoded[1]))
+            n_in += len(decoded[1])
+        if not accepted:
+            return
         for node_id in {a[1] for a in accepted} - self._last_seq.keys():
             self._last_seq[node_id] = self.historian.max_seq(node_id)  # 0: a node we never saw
-        new = self.historian.insert(records) if records else []
-        self.counters.inc("records_stored", len(new))
-        self.counters.inc("records_duplicate", len(records) - len(new))
-        self._count_gaps(records)
-        if new:
-            self.tags.apply(new)
-        for m, node_id, recs in accepted:
+        batches = [(node_id, m.received_ms, m.source, raws) for m, node_id, raws in accepted]
+        insert_raw = getattr(self.historian, "insert_raw", None)
+        if insert_raw is not None:
+            new_flags = insert_raw(batches) if n_in else None
+        else:  # another Historian: the Record interface
+            new_flags = self._insert_records(batches)
+        n_new = n_in if new_flags is None else sum(sum(fl) for fl in new_flags)
+        self.counters.inc("records_in", n_in)
+        self.counters.inc("records_stored", n_new)
+        self.counters.inc("records_duplicate", n_in - n_new)
+        self._count_gaps(batches)
+        if n_new:
+            self._apply_tags(batches, new_flags)
+        last_seq = self._last_seq
+        for m, node_id, raws in accepted:
             self.counters.inc("batches_ok")
             if m.reply is None:
                 continue
             # The last in-order record of the batch; a batch of previews only is answered with
             # the in-order frontier, so it never frees the node's unsent backlog.
             seq = 0
-            for r in reversed(recs):
-                if not r.flags & FLAG_PREVIEW:
-                    seq = r.seq
+            for r in reversed(raws):
+                if not r[3] & FLAG_PREVIEW:
+                    seq = r[0]
                     break
             if not seq:
-                seq = self._last_seq.get(node_id, 0)
+                seq = last_seq.get(node_id, 0)
             try:
                 m.reply(node_id, seq)
                 self.counters.inc("acks_sent")
@@ -189,49 +204,131 @@ class Ingest:
                 log.warning("ack to %s via %s failed: %s", node_id, m.source, e)
                 self.counters.inc("acks_failed")
 
-    def _count_gaps(self, records: list[Record]) -> None:
+    def _insert_records(self, batches) -> list[list[bool]] | None:
+        recs = [raw_to_record(node, r, rcv, src) for node, rcv, src, raws in batches for r in raws]
+        if not recs:
+            return None
+        new = {(r.node_id, r.seq) for r in self.historian.insert(recs)}
+        if len(new) == len(recs):
+            return None
+        out, seen = [], set()
+        for node, _, _, raws in batches:
+            fl = []
+            for r in raws:
+                k = (node, r[0])
+                fl.append(k in new and k not in seen)
+                seen.add(k)
+            out.append(fl)
+        return out
+
+    def _apply_tags(self, batches, new_flags) -> None:
+        """Hand the tag store only what can change it: per node the highest seq, and per node
+        and kind the newest record by (source time, seq) that may become a live value (not a
+        backlog record of a boot that never synced). Counts are passed along."""
+        counts: dict[str, int] = {}
+        top: dict[str, tuple] = {}
+        best: dict[tuple[str, int], tuple] = {}
+        for i, (node, rcv, src, raws) in enumerate(batches):
+            fl = None if new_flags is None else new_flags[i]
+            n = 0
+            for j, r in enumerate(raws):
+                if fl is not None and not fl[j]:
+                    continue
+                n += 1
+                seq, _, kind, flags = r[0], r[1], r[2], r[3]
+                t = top.get(node)
+                if t is None or seq > t[0][0]:
+                    top[node] = (r, rcv, src)
+                if flags & FLAG_HISTORICAL and not flags & FLAG_CLOCK_SYNCED:
+                    continue
+                key = (node, kind)
+                when = (r[4] * 1000 + r[5] if flags & FLAG_CLOCK_SYNCED else rcv, seq)
+                b = best.get(key)
+                if b is None or when >= b[0]:
+                    best[key] = (when, r, rcv, src)
+            if n:
+                counts[node] = counts.get(node, 0) + n
+        picked: dict[tuple[str, int], Record] = {}
+        for (node, _), (_, r, rcv, src) in best.items():
+            picked[(node, r[0])] = raw_to_record(node, r, rcv, src)
+        for node, (r, rcv, src) in top.items():
+            if (node, r[0]) not in picked:
+                picked[(node, r[0])] = raw_to_record(node, r, rcv, src)
+        self.tags.apply(list(picked.values()), counts=counts)
+
+    def _count_gaps(self, batches) -> None:
         """Nodes forward oldest first, so a jump in seq is records that will never come.
 
         Only the in-order stream counts (resends included, they change nothing): a preview is
-        ahead of the stream by design and its in-order copy follows.
+        ahead of the stream by design and its in-order copy follows. Seqs the historian holds
+        as previews (of records a cut then took from the node) are not counted as lost.
         """
-        inorder = [r for r in records if not r.flags & FLAG_PREVIEW]
-        if len(inorder) > 1:
-            inorder.sort(key=lambda r: (r.node_id, r.seq))
-        for r in inorder:
-            last = self._last_seq.get(r.node_id, 0)
-            if last and r.seq > last + 1:
-                missing = r.seq - last - 1
-                held = getattr(self.historian, "count_between", None)
-                if held is not None:  # previews of records the node then lost in a cut
-                    missing -= held(r.node_id, last + 1, r.seq - 1)
-                if missing <= 0:
-                    self._last_seq[r.node_id] = r.seq
-                    continue
-                self.counters.inc("seq_gaps", missing)
-                self.tags.add_gaps(r.node_id, missing)
-                log.warning("node %s skipped %d records before seq %d (seqs %d..%d)", r.node_id, missing, r.seq,
-                            last + 1, r.seq - 1)
-            if r.seq > last:
-                self._last_seq[r.node_id] = r.seq
+        spans = []
+        for node, _, _, raws in batches:
+            if not raws:
+                continue
+            first, last = raws[0], raws[-1]
+            if (first[3] | last[3]) & FLAG_PREVIEW or last[0] - first[0] + 1 != len(raws):
+                seqs = [r[0] for r in raws if not r[3] & FLAG_PREVIEW]
+                if seqs:
+                    spans.append((node, seqs[0], seqs))
+            else:
+                spans.append((node, first[0], (first[0], last[0])))
+        if len(spans) > 1:
+            spans.sort(key=lambda s: (s[0], s[1]))
+        for node, _, seqs in spans:
+            if len(seqs) == 2 and isinstance(seqs, tuple):  # a contiguous run
+                self._gap_step(node, seqs[0])
+                if seqs[1] > self._last_seq.get(node, 0):
+                    self._last_seq[node] = seqs[1]
+            else:
+                for s in seqs:
+                    self._gap_step(node, s)
 
-    def decode(self, m: Inbound) -> tuple[str, list[Record]] | None:
+    def _gap_step(self, node: str, seq: int) -> None:
+        last = self._last_seq.get(node, 0)
+        if last and seq > last + 1:
+            missing = seq - last - 1
+            held = getattr(self.historian, "count_between", None)
+            if held is not None:  # previews of records the node then lost in a cut
+                missing -= held(node, last + 1, seq - 1)
+            if missing > 0:
+                self.counters.inc("seq_gaps", missing)
+                self.tags.add_gaps(node, missing)
+                log.warning("node %s skipped %d records before seq %d (seqs %d..%d)", node, missing, seq,
+                            last + 1, seq - 1)
+        if seq > last:
+            self._last_seq[node] = seq
+
+    def decode_raw(self, m: Inbound) -> tuple[str, list[RawRecord]] | None:
         try:
-            node_id, recs = codec.decode_batch(m.payload, m.received_ms, m.source)
+            node_id, raws = codec.decode_batch_raw(m.payload)
         except codec.CodecError as e:
             self.counters.inc(f"rejected_{e.reason}")
             self.counters.inc("batches_rejected")
             log.warning("rejected batch from %s: %s", m.source, e)
             return None
+        if not self._node_ok(m, node_id):
+            return None
+        return node_id, raws
+
+    def _node_ok(self, m: Inbound, node_id: str) -> bool:
         if m.expected_node is not None and node_id != m.expected_node:
             self.counters.inc("rejected_node_mismatch")
             self.counters.inc("batches_rejected")
             log.warning("rejected batch from %s: node id %r does not match %r", m.source, node_id, m.expected_node)
-            return None
+            return False
         if self.known_nodes is not None and node_id not in self.known_nodes:
             self.counters.inc("rejected_unknown_node")
             self.counters.inc("batches_rejected")
             log.warning("rejected batch from %s: unknown node %r (not in the config)", m.source, node_id)
+            return False
+        return True
+
+    def decode(self, m: Inbound) -> tuple[str, list[Record]] | None:
+        """Validate one payload into Records (for tools and tests; the pipeline stays raw)."""
+        decoded = self.decode_raw(m)
+        if decoded is None:
             return None
-        self.counters.inc("records_in", len(recs))
-        return node_id, recs
+        node_id, raws = decoded
+        return node_id, [raw_to_record(node_id, r, m.received_ms, m.source) for r in raws]

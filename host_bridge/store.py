@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from host_bridge.codec import RawRecord
 from host_bridge.model import FLAG_CLOCK_SYNCED, FLAG_PREVIEW, Record
 
 
@@ -57,10 +58,32 @@ class SqliteHistorian:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        # A bigger page cache keeps the B-tree pages of every node's insertion point in RAM.
+        self._db.execute("PRAGMA cache_size=-65536")
+        # Checkpoints (WAL -> database file, with their fsyncs) run in a thread of their own,
+        # not inside the ingest commit that happens to cross the threshold.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._ckpt_stop = threading.Event()
+        self._ckpt = threading.Thread(target=self._checkpointer, name="historian-checkpoint", daemon=True)
+        self._ckpt_db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()  # one writer; readers use their own connection
         self._reader = sqlite3.connect(str(self.path), check_same_thread=False)
         self._rlock = threading.Lock()
+        self._ckpt.start()
+
+    def _checkpointer(self, every_s: float = 1.0, min_pages: int = 1000) -> None:
+        """PASSIVE checkpoints (never block the writer) once the WAL holds min_pages frames;
+        a TRUNCATE now and then keeps the WAL file from growing without bound."""
+        n = 0
+        while not self._ckpt_stop.wait(every_s):
+            try:
+                busy, frames, done = self._ckpt_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                n += 1
+                if frames > 50 * min_pages or n % 60 == 0:
+                    self._ckpt_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # busy or closing: the next round retries
 
     def insert(self, records: Sequence[Record]) -> list[Record]:
         """Store records in one transaction; returns those that were new (not duplicates)."""
@@ -90,6 +113,62 @@ class SqliteHistorian:
                 cur.execute("ROLLBACK")
                 raise
         return new
+
+    def insert_raw(self, batches: Sequence[tuple[str, int, str, Sequence[RawRecord]]]) -> list[list[bool]] | None:
+        """The ingest hot path: batches of raw records (node, received_ms, source, raws), the
+        values stored as the wire bytes. One transaction. Returns None when every record was
+        new (the usual case), else per batch a list of flags: True where the record was new.
+        """
+        rows = []
+        extend = rows.extend
+        for node, rcv, src, raws in batches:
+            extend([(node, s, b, k, f, ts * 1000 + tm if f & 1 else rcv, ts, tm, rcv, src, v)
+                    for s, b, k, f, ts, tm, v in raws])
+        if not rows:
+            return None
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                before = self._db.total_changes
+                cur.executemany(_INSERT_RAW, rows)
+                if self._db.total_changes - before == len(rows):
+                    cur.execute("COMMIT")
+                    return None
+                cur.execute("ROLLBACK")  # some were resends: redo it knowing which are new
+                cur.execute("BEGIN IMMEDIATE")
+                flags = self._new_flags(cur, batches)
+                new_rows = [row for row, isnew in zip(rows, (x for fl in flags for x in fl)) if isnew]
+                cur.executemany(_INSERT_RAW.replace("OR IGNORE ", ""), new_rows)
+                cur.executemany(
+                    f"UPDATE records SET flags = flags & ~{FLAG_PREVIEW} WHERE node=? AND seq=? AND flags & {FLAG_PREVIEW}",
+                    [(row[0], row[1]) for row, isnew in zip(rows, (x for fl in flags for x in fl))
+                     if not isnew and not row[4] & FLAG_PREVIEW],
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return flags
+
+    @staticmethod
+    def _new_flags(cur: sqlite3.Cursor, batches) -> list[list[bool]]:
+        """Per batch, which raw records are not stored yet (first copy of each key)."""
+        seen: dict[str, set[int]] = {}
+        q = "SELECT seq FROM records WHERE node=? AND seq BETWEEN ? AND ?"
+        out = []
+        for node, _, _, raws in batches:
+            have = seen.get(node)
+            if have is None:
+                have = seen[node] = set()
+            if raws:
+                have.update(row[0] for row in cur.execute(q, (node, raws[0][0], raws[-1][0])))
+            fl = []
+            for r in raws:
+                fl.append(r[0] not in have)
+                have.add(r[0])
+            out.append(fl)
+        return out
 
     @staticmethod
     def _only_new(cur: sqlite3.Cursor, records: Sequence[Record]) -> list[Record]:
@@ -153,9 +232,21 @@ class SqliteHistorian:
         return [_row_record(row) for row in rows]
 
     def close(self) -> None:
+        self._ckpt_stop.set()
+        self._ckpt.join(10)
         with self._lock, self._rlock:
+            try:
+                self._ckpt_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._ckpt_db.close()
             self._db.close()
             self._reader.close()
+
+
+# column order of the table, with source_ms computed as in source_time_ms()
+_INSERT_RAW = ("INSERT OR IGNORE INTO records (node, seq, boot, kind, flags, source_ms, ts_s, ts_ms, received_ms,"
+               " source, vals) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 
 
 def _rows(records: Sequence[Record]) -> Iterable[tuple]:

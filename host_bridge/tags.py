@@ -76,16 +76,24 @@ class TagStore:
         with self._lock:
             self._nodes.setdefault(node_id, NodeState(node_id))
 
-    def apply(self, records: Iterable[Record], received_ms: int | None = None) -> set[str]:
-        """Apply stored records (any order); returns the nodes whose tags changed."""
+    def apply(
+        self, records: Iterable[Record], received_ms: int | None = None, counts: dict[str, int] | None = None
+    ) -> set[str]:
+        """Apply stored records (any order); returns the nodes whose tags changed.
+
+        `counts` (records stored per node) lets a caller pass only the records that can change
+        a tag (per node the highest seq and the newest per kind) and still count them all.
+        """
         changed: set[str] = set()
         t = received_ms if received_ms is not None else now_ms()
         # Only the newest record of each node and kind can become the live value.
         newest: dict[tuple[str, int], tuple[int, int, Record]] = {}
-        counts: dict[str, int] = {}
+        given = counts is not None
+        counts = dict(counts) if given else {}
         top: dict[str, Record] = {}
         for r in records:
-            counts[r.node_id] = counts.get(r.node_id, 0) + 1
+            if not given:
+                counts[r.node_id] = counts.get(r.node_id, 0) + 1
             if r.node_id not in top or r.seq > top[r.node_id].seq:
                 top[r.node_id] = r
             if r.historical and not r.clock_synced:
