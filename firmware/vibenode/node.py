@@ -239,12 +239,12 @@ class Node:
             backlog = self.live_from - j.acked - 1
             if limit < (backlog if backlog < self.max_records else self.max_records):
                 return
-        recs = j.pending(self.builder.room(), limit)
+        b = self.builder
+        b.begin()  # before room(): it counts what the previous batch left in the buffer
+        recs = j.pending(b.room(), limit)
         if not recs:
             self.inflight = None
             return
-        b = self.builder
-        b.begin()
         hist = 0
         for r in recs:
             seq = codec.record_seq(r)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 
@@ -54,6 +55,7 @@ class MqttInput:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_socket_open = _nodelay
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         c.max_queued_messages_set(0)
         self.client = c
@@ -138,3 +140,12 @@ class MqttInput:
 
     def _reply(self, node_id: str, seq: int) -> None:
         self.client.publish(f"{self.prefix}/{node_id}/ack", codec.encode_ack(seq, now_ms()), qos=1)
+
+
+def _nodelay(client, userdata, sock) -> None:
+    """paho leaves Nagle on: an ack written right after a PUBACK then waits for the broker's
+    delayed ACK (~40 ms per batch; a node's backlog drained 5x slower, bench/bench_drain.py)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (e.g. a websocket wrapper)
