@@ -72,6 +72,13 @@ class TagStore:
         """fn(changed_node_ids) is called after each applied change (from the writer's thread)."""
         self._listeners.append(fn)
 
+    def remove_listener(self, fn: Callable[[set[str]], None]) -> None:
+        """Stop calling fn (compared with ==, so a bound method works; no error if absent).
+
+        The list is replaced, not mutated: a _notify running in the writer's thread finishes
+        over the old list."""
+        self._listeners = [f for f in self._listeners if f != fn]
+
     def ensure_node(self, node_id: str) -> None:
         with self._lock:
             self._nodes.setdefault(node_id, NodeState(node_id))

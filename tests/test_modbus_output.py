@@ -83,8 +83,10 @@ def bridge():
     tags.set_online("gone", False)
     time.sleep(0.3)
     yield tags, outs
+    assert len(tags._listeners) == 2
     for o in outs.values():
         lt.run(o.stop())
+    assert tags._listeners == []  # stop removes the listener
     lt.close()
 
 

@@ -75,3 +75,17 @@ def test_cloned_address_space_equals_add_nodes(tmp_path):
     assert cloned[unit][0][ua.AttributeIds.Value][0].Value == 2
     iso = ua.NodeId("pump-2.IsoLimits", 2)
     assert cloned[iso][0][ua.AttributeIds.Value][0].Value == [1.4, 2.8, 4.5]
+
+
+def test_stop_removes_the_tagstore_listener(tmp_path):
+    tags = TagStore([n.id for n in NODES])
+
+    async def main():
+        out = OpcUaOutput(_cfg(tmp_path), tags)
+        await out.start()
+        assert len(tags._listeners) == 1
+        await out.stop()
+        assert tags._listeners == []
+
+    asyncio.run(main())
+    tags.remove_listener(print)  # absent: no error

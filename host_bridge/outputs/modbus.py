@@ -165,7 +165,8 @@ class ModbusOutput:
         log.info("Modbus TCP on %s:%s (%s layout, %s)", m.host, self.port, self.map.layout, self.map.word_order)
 
     async def stop(self) -> None:
-        self._listening = False  # the TagStore has no remove_listener: our listener goes quiet
+        self._listening = False
+        self.tags.remove_listener(self._on_change)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

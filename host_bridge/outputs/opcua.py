@@ -471,6 +471,7 @@ class OpcUaOutput:
 
     async def stop(self) -> None:
         self._listening = False
+        self.tags.remove_listener(self._on_change)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
