@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import gc
 import logging
 import math
 import socket
@@ -359,6 +360,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class OpcUaOutput:
     """Serves the TagStore over OPC UA (see the module docstring for the model)."""
 
+    freeze_gc = True  # gc.freeze() after start (process-wide; undone by stop)
     fast_notify = True  # False: asyncua's own MonitoredItemService.datachange_callback (see _datachange)
     yield_every = 2000  # writes between two yields to the event loop within one update pass
     clone_nodes = True  # False: every node through AddNodes (the reference the clones are tested against)
@@ -397,6 +399,7 @@ class OpcUaOutput:
         self._node_vars: dict[str, tuple[list, list]] = {}  # node -> ([(Value attr, name)], [(Value attr, _Var)])
         self._shown: dict[str, tuple[int, Quality]] = {}
         self._last_status: dict[AttributeValue, object] = {}
+        self._frozen = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._plock = threading.Lock()
@@ -463,6 +466,13 @@ class OpcUaOutput:
         self._listening = True
         self.tags.add_listener(self._on_change)
         await self._update(list(self._node_vars), force=True)
+        if self.freeze_gc:
+            # A 1,000-node address space is millions of long-lived objects; every full pass of
+            # the cyclic collector walked them all (0.2-0.8 s with the loop stopped: p99 latency
+            # 230 ms, max 800 ms at 1,000 records/s). Frozen, they are out of its passes.
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
         self._tasks = [
             asyncio.create_task(self._updater(), name="opcua-updater"),
             asyncio.create_task(self._refresher(), name="opcua-refresher"),
@@ -472,6 +482,9 @@ class OpcUaOutput:
     async def stop(self) -> None:
         self._listening = False
         self.tags.remove_listener(self._on_change)
+        if self._frozen:
+            gc.unfreeze()  # the address space can be collected once the server is gone
+            self._frozen = False
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
