@@ -89,3 +89,48 @@ def test_stop_removes_the_tagstore_listener(tmp_path):
 
     asyncio.run(main())
     tags.remove_listener(print)  # absent: no error
+
+
+def test_fast_notify_matches_asyncua_callback(tmp_path):
+    """Our datachange step delivers exactly what asyncua's own callback delivers."""
+    from asyncua import Client
+
+    from host_bridge.model import FLAG_CLOCK_SYNCED, Record
+
+    names = ["temperature", "vel_rms_x", "Status.Online"]
+
+    async def run(fast: bool, sub: str):
+        tags = TagStore([n.id for n in NODES])
+        cfg = _cfg(tmp_path / sub)
+        cfg.opcua.allow_none_security = True
+        out = OpcUaOutput(cfg, tags)
+        out.fast_notify = fast
+        await out.start()
+        got = []
+
+        class H:
+            def datachange_notification(self, node, val, data):
+                got.append((node.nodeid.Identifier, val, data.monitored_item.Value.StatusCode.value))
+
+        c = Client(out.endpoint)
+        await c.connect()
+        try:
+            s = await c.create_subscription(10, H())
+            await s.subscribe_data_change([c.get_node(ua.NodeId(f"pump-1.{n}", out.idx)) for n in names])
+            await asyncio.sleep(0.3)
+            t = 1_700_000_000
+            for seq, base in ((1, 1.0), (2, 1.0), (3, 2.0)):  # record 2 repeats record 1's values
+                tags.apply([Record("pump-1", seq, 0, 0, FLAG_CLOCK_SYNCED, t + seq, 0,
+                                   tuple(base + i for i in range(41)))])
+                await asyncio.sleep(0.3)
+        finally:
+            await c.disconnect()
+            await out.stop()
+        return sorted(got, key=lambda g: (g[0], str(g[1]), g[2]))
+
+    async def main():
+        return await run(True, "f"), await run(False, "s")
+
+    fast, slow = asyncio.run(main())
+    assert fast == slow
+    assert ("pump-1.temperature", 2.0, 0) in fast
