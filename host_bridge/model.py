@@ -61,6 +61,7 @@ STATUS_FIELDS: list[Quantity] = [
     Quantity("fw_version", "1", "Firmware version"),
     Quantity("link_reconnects", "1", "Uplink reconnects since boot"),
     Quantity("windows", "1", "Windows computed since boot"),
+    Quantity("errors_total", "1", "Errors counted by the node since boot"),
 ]
 
 
