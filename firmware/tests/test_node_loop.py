@@ -162,6 +162,22 @@ def test_one_batch_in_flight_resend_then_ack_frees():
     assert flags & codec.CLOCK_SYNCED and ts_s >= 1795300000
 
 
+def test_resend_after_the_quota_dropped_the_records_in_flight():
+    # While the link is down the quota may drop the oldest records, the batch in flight
+    # included: the resend must move on to what the journal still holds, not stall.
+    node, j, up, _ = make()
+    for _ in range(3):
+        node.window()
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.sent[0]] == [1, 2, 3]
+    node.window()
+    j.ack(3)  # stands in for the quota dropping seqs 1..3 behind the node's back
+    time.sleep_ms(250)
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.sent[-1]] == [4], up.sent
+    assert node.health.get("batch_empty") == 0
+
+
 def test_batches_respect_max_records_and_drain():
     node, j, up, _ = make()
     for _ in range(10):

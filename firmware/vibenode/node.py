@@ -245,6 +245,8 @@ class Node:
         if not recs:
             self.inflight = None
             return
+        if resend and codec.record_seq(recs[0]) > self.inflight[1]:
+            resend = False  # the quota dropped the records in flight while the link was down
         hist = 0
         for r in recs:
             seq = codec.record_seq(r)
