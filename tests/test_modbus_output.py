@@ -258,3 +258,38 @@ def test_every_tag_via_mbpoll(bridge, layout):
     assert int(seq[b.base + 5]) == 42
     assert int(status[b.base + 1]) == 1  # map version
     assert int(status[b.base + 2]) & StatusBit.GOOD
+
+
+def test_a_burst_of_updates_to_one_node_is_merged_and_the_last_value_is_served():
+    """Per-node update throttle: the first change is written at once, a burst is merged, the
+    newest value always lands (within node_interval_s)."""
+    lt = LoopThread()
+    tags = TagStore(["burst"], stale_after_s=30, offline_after_s=120)
+    cfg = BridgeConfig(nodes=[NodeConfig("burst", 1)], modbus=ModbusConfig(port=0))
+    out = ModbusOutput(cfg, tags, refresh_s=60, node_interval_s=0.2)
+    try:
+        lt.run(out.start())
+        c = ModbusTcpClient("127.0.0.1", port=out.port)
+        assert c.connect()
+
+        def temperature() -> float:
+            rr = c.read_input_registers(FLOAT_OFFSET, count=2, device_id=1)
+            return decode_float(rr.registers, "ABCD")
+
+        now = int(time.time())
+        tags.apply([rec("burst", 1, make_values(1.0), now)])
+        t0 = time.monotonic()
+        while temperature() != -11.5 and time.monotonic() - t0 < 2:
+            time.sleep(0.005)
+        assert time.monotonic() - t0 < 0.15  # the first change is not held back
+        before = out.stats["node_updates"]
+        for i in range(2, 52):  # 50 changes, 100 per second
+            tags.apply([rec("burst", i, make_values(float(i)), now)])
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert temperature() == -12.5 + 51  # the newest value was written
+        assert out.stats["node_updates"] - before <= 6  # merged: at most one per 0.2 s, not 50
+        c.close()
+    finally:
+        lt.run(out.stop())
+        lt.close()

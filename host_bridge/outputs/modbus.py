@@ -98,12 +98,17 @@ class ModbusOutput:
         bands: int = DEFAULT_BANDS,
         refresh_s: float = 1.0,
         min_interval_s: float = 0.0,
+        node_interval_s: float = 0.05,
     ) -> None:
         self.cfg = cfg
         self.tags = tags
         self.map = RegisterMap.from_config(cfg, bands)
         self.refresh_s = refresh_s
         self.min_interval_s = min_interval_s  # coalescing window between update passes
+        # A node's registers change at most this often: the first change after a quiet spell is
+        # written at once (no added latency), a burst is merged. SCADA polls at ~1 Hz; encoding
+        # 100 updates/s per node would only take time from serving reads.
+        self.node_interval_s = node_interval_s
         self.port: int | None = None
         self.stats: dict[str, int] = {
             "requests": 0,
@@ -223,13 +228,30 @@ class ModbusOutput:
             pass
 
     async def _updater(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_ok: dict[str, float] = {}  # node -> loop time from which it may be written again
+        deferred: set[str] = set()
         while True:
-            await self._wake.wait()
+            if deferred:
+                wait = max(0.0, min(next_ok[n] for n in deferred) - loop.time())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except TimeoutError:
+                    pass
+            else:
+                await self._wake.wait()
             self._wake.clear()
             with self._plock:
                 pending, self._pending = self._pending, set()
                 self._wake_scheduled = False
-            await self._update(pending)
+            pending |= deferred
+            now = loop.time()
+            ready = {n for n in pending if next_ok.get(n, 0.0) <= now}
+            deferred = pending - ready
+            if ready:
+                await self._update(ready)
+                for n in ready:
+                    next_ok[n] = now + self.node_interval_s
             if self.min_interval_s:
                 await asyncio.sleep(self.min_interval_s)
 
