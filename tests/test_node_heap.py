@@ -17,6 +17,7 @@ the 64-bit VM; docs/firmware.md section 6 explains why that is not yet the issue
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -98,7 +99,12 @@ def test_whole_node_runs_100_windows_in_a_fixed_heap(broker, tmp_path, code):
 
 
 def _write(results: dict) -> None:
-    out = REPO / "bench" / "results" / "heap.json"
+    # A test run leaves the tree clean: the committed figures are refreshed only on request.
+    if os.environ.get("VIBEKIT_RECORD_BENCH") == "1":
+        out = REPO / "bench" / "results" / "heap.json"
+    else:
+        out = REPO / "build" / "test-results" / "heap.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
     try:
         old = json.loads(out.read_text())
     except (OSError, ValueError):
