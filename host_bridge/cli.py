@@ -50,7 +50,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_node_config(path: Path) -> int:
+    """A node's config.json, checked by the firmware's own validator on the MicroPython VM."""
+    repo = Path(__file__).resolve().parent.parent
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    from tools.deploy import DeployError, validate_config
+
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        print(f"config error: {path}: <file>: cannot read: {e.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as e:
+        print(f"config error: {path}: <syntax>: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        validate_config(data)
+    except DeployError as e:
+        print(f"config error: {path}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: OK (node config for {data.get('node_id')!r})")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.config.suffix == ".json":  # a node's config.json, not the bridge's TOML
+        return _check_node_config(args.config)
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
@@ -339,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-format", choices=FORMATS, default="text", help="text, or json: one object per line")
     r.set_defaults(fn=cmd_run)
 
-    c = sub.add_parser("check-config", help="validate a bridge config file")
+    c = sub.add_parser("check-config", help="validate a bridge config (.toml) or a node config (.json)")
     c.add_argument("config", type=Path)
     c.set_defaults(fn=cmd_check_config)
 
