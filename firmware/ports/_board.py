@@ -18,13 +18,19 @@ class BoardPort:
         self._wdt = None
         self._cause = machine.reset_cause()
         self.wifi_reconnects = 0
+        self.ntp_failures = 0
+        self._retry_ms = 0  # reconnect backoff: 0 = try at the next check
+        self._next_try = 0
+        self.buses = {}
 
     def config_path(self):
         return "/config.json"
 
     def load_board(self):
         with open("/board.json") as f:
-            return json.load(f)
+            board = json.load(f)
+        self.buses = board.get("buses", {})
+        return board
 
     def log(self, msg):
         print(msg)
@@ -62,7 +68,11 @@ class BoardPort:
         wl = self._wlan
         if wl.isconnected():
             return True
-        wl.connect(w["ssid"], w.get("password", ""))
+        try:
+            wl.connect(w["ssid"], w.get("password", ""))
+        except OSError as e:  # ESP32 "Wifi Internal Error" etc.: a failed attempt, not a crash
+            print("wifi:", repr(e))
+            return False
         t0 = time.ticks_ms()
         while not wl.isconnected():
             if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
@@ -72,15 +82,24 @@ class BoardPort:
         return True
 
     def network_check(self, cfg):
-        """Between windows: reconnect WiFi if it dropped (bounded)."""
-        if self._wlan is not None and not self._wlan.isconnected():
-            self.wifi_reconnects += 1
-            try:
-                self._wlan.disconnect()
-            except OSError:
-                pass
-            return self.network_up(cfg, 5000)
-        return True
+        """Between windows: reconnect WiFi if it dropped (bounded: one 5 s attempt, then a
+        backoff of 1, 2, 4 .. 60 s during which the node keeps measuring)."""
+        if self._wlan is None or self._wlan.isconnected():
+            self._retry_ms = 0
+            return True
+        if self._retry_ms and time.ticks_diff(self._next_try, time.ticks_ms()) > 0:
+            return False
+        self.wifi_reconnects += 1
+        try:
+            self._wlan.disconnect()
+        except OSError:
+            pass
+        if self.network_up(cfg, 5000):
+            self._retry_ms = 0
+            return True
+        self._retry_ms = min(self._retry_ms * 2 or 1000, 60000)
+        self._next_try = time.ticks_add(time.ticks_ms(), self._retry_ms)
+        return False
 
     def rssi(self):
         try:
@@ -99,8 +118,12 @@ class BoardPort:
 
             ntptime.host = host
             ntptime.settime()  # sets the RTC (UTC)
-            return time.time() * 1000  # 1970 epoch on MicroPython >= 1.22
+            t = time.time()
+            if time.gmtime(0)[0] == 2000:  # ports still on the 2000 epoch
+                t += 946684800
+            return t * 1000
         except Exception as e:  # NTP is optional: the bridge's acks sync too
+            self.ntp_failures += 1
             print("ntp failed:", repr(e))
             return None
 
@@ -120,5 +143,37 @@ class BoardPort:
     def progress(self):
         self.feed()  # called by the node once per serviced window: fed only on progress
 
+    def mcu_temp_c(self):
+        raise OSError("no MCU temperature sensor")
+
     def bus(self, name):
-        raise ValueError("bus %r: define it in the board file's buses" % name)
+        # board.json "buses": {"spi2": {"kind": "spi", "id": 2, "sck": 18, "mosi": 23, "miso": 19,
+        # "cs": 5, "baudrate": 5000000, "polarity": 1, "phase": 1}, "i2c0": {"kind": "i2c",
+        # "id": 0, "scl": 22, "sda": 21, "freq": 400000}, "ow0": {"kind": "onewire", "pin": 4},
+        # "adc4": {"kind": "adc", "channel": 4}, "cpu_temp": {"kind": "mcu_temp"}}
+        if name not in self.buses:
+            raise ValueError("bus %r: define it in the board file's buses" % name)
+        b = self.buses[name]
+        kind = b.get("kind")
+        if kind == "i2c":
+            return machine.I2C(b["id"], scl=machine.Pin(b["scl"]), sda=machine.Pin(b["sda"]),
+                               freq=b.get("freq", 400000))
+        if kind == "spi":
+            spi = machine.SPI(b["id"], baudrate=b.get("baudrate", 5000000), polarity=b.get("polarity", 1),
+                              phase=b.get("phase", 1), sck=machine.Pin(b["sck"]), mosi=machine.Pin(b["mosi"]),
+                              miso=machine.Pin(b["miso"]))
+            if "cs" not in b:
+                return spi
+            from drivers.bus import as_device
+
+            cs = machine.Pin(b["cs"], machine.Pin.OUT, value=1)  # chip select idles high
+            return as_device(spi, cs=cs)  # one chip per SPI bus entry: the register device
+        if kind == "onewire":
+            import onewire
+
+            return onewire.OneWire(machine.Pin(b["pin"]))
+        if kind == "adc":
+            return machine.ADC(b["channel"])
+        if kind == "mcu_temp":
+            return self.mcu_temp_c
+        raise ValueError("bus %r: unknown kind %r" % (name, kind))
