@@ -178,6 +178,20 @@ def test_resend_after_the_quota_dropped_the_records_in_flight():
     assert node.health.get("batch_empty") == 0
 
 
+def test_an_ack_never_frees_records_not_yet_sent_in_order():
+    node, j, up, _ = make()
+    for _ in range(6):
+        node.window()
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.sent[0]] == [1, 2, 3, 4]  # max_records 4: 5 and 6 not sent in order
+    up.on_ack(4, None)
+    up.on_ack(6, None)  # the bridge claims 6: it cannot hold 5 and 6 in order
+    assert j.acked == 4 and j.depth == 2
+    assert node.health.get("ack_beyond_sent") == 1
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.sent[-1]] == [5, 6]  # still sent, in order
+
+
 def test_batches_respect_max_records_and_drain():
     node, j, up, _ = make()
     for _ in range(10):

@@ -48,6 +48,8 @@ class Node:
         self.inflight = None
         self.sent_at = 0
         self.acked_seq = 0
+        # Highest seq sent in order (this boot) or confirmed before it: an ack never frees more.
+        self.sent_hi = journal.acked
         self.live_from = 1  # records with seq >= live_from are live, older are backlog
         self.batches_sent = 0
         self.resends = 0
@@ -166,6 +168,15 @@ class Node:
             # the bridge holds more than we ever wrote (flash wiped?): free what we have
             self.health.error("ack_ahead", seq)
             seq = j.next_seq - 1
+        elif seq > self.sent_hi:
+            # The bridge claims records this node has not sent in order yet (after a reboot its
+            # frontier may legitimately be ahead: they are resent and deduplicated). Never free
+            # what the bridge may not hold.
+            if self.acks == 1:
+                self.health.count("ack_ahead_at_boot")  # records sent before a reboot
+            else:
+                self.health.error("ack_beyond_sent", seq)
+            seq = self.sent_hi
         if seq > self.acked_seq or seq >= 1:
             try:
                 j.ack(seq)
@@ -264,6 +275,8 @@ class Node:
         if hist and self.backfill_rps and not resend:
             self._tokens -= hist
         self.inflight = (b.first_seq, b.last_seq, b.count)
+        if b.last_seq > self.sent_hi:
+            self.sent_hi = b.last_seq
         self.sent_at = time.ticks_ms()
         if resend:
             self.resends += 1
