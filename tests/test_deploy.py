@@ -80,3 +80,21 @@ def test_arch_map():
     assert dep.board_arch({"mcu": "rp2040", "port": "circuitpython"}) is None
     img = dep.Image({"vibenode/a.mpy": b"", "main.py": b"", "drivers/b.py": b""})
     assert img.twins() == ["drivers/b.mpy", "vibenode/a.py"]
+
+
+def test_compile_step_shows_progress():
+    import io
+    import json
+
+    from host_bridge.export import Progress
+    from tools.deploy import REPO, build_image
+
+    board = json.loads((REPO / "boards" / "esp32-devkitc.json").read_text())
+    out = io.StringIO()
+    bar = Progress(1, "compile", stream=out, force=True)
+    img = build_image(board, None, progress=bar)
+    n = sum(1 for f in img.files if f.endswith(".mpy") and not f.startswith("lib/"))
+    assert n > 10
+    assert bar.done == n + 1  # every module and main.py ticked once
+    last = out.getvalue().rstrip("\n").split("\r")[-1]
+    assert last.startswith("compile [") and "100%" in last, last

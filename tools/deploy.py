@@ -233,12 +233,17 @@ def firmware_sources(port: str, strict: bool = True) -> tuple[list[tuple[str, Pa
 
 
 def build_image(board: dict, cfg: dict | None, compile_mpy: bool = True, umqtt: str = "cache",
-                extra: dict[str, bytes] | None = None, strict: bool = True, revision: str | None = None) -> Image:
+                extra: dict[str, bytes] | None = None, strict: bool = True, revision: str | None = None,
+                progress=None) -> Image:
     port = port_module(board)
     arch = board_arch(board) if compile_mpy else None
     do_compile = compile_mpy and arch is not None and not is_circuitpython(board)
     img = Image(arch=arch if do_compile else None, port=port)
     sources, img.warnings = firmware_sources(port, strict)
+    if progress is None:  # a bar on a terminal, silent otherwise
+        from host_bridge.export import Progress
+
+        progress = Progress(len(sources), f"compile {arch or 'py'}")
     with tempfile.TemporaryDirectory(prefix="vibekit-mpy-") as tmp:
         t = Path(tmp)
         for dev, src in sources:
@@ -246,6 +251,8 @@ def build_image(board: dict, cfg: dict | None, compile_mpy: bool = True, umqtt: 
                 img.files[dev[:-3] + ".mpy"] = _compile(src, arch, t)
             else:
                 img.files[dev] = src.read_bytes()
+            progress.update()
+        progress.finish()
         if umqtt == "cache":
             simple = MPLIB / "umqtt" / "simple.py"
             if not simple.exists():

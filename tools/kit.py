@@ -269,8 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     paths = list(args.boards) + (sorted(BOARDS.glob("*.json")) if args.all else [])
     if not paths:
         ap.error("name board files or use --all")
+    from host_bridge.export import Progress
+
     rc = 0
+    bar = Progress(len(paths), "kits")
     for p in paths:
+        bar.update(0)
         try:
             kit = build_kit(p, args.out, not args.no_tar)
             n = sum(1 for f in (kit / "firmware").rglob("*") if f.is_file())
@@ -278,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         except dep.DeployError as e:
             print(f"kit {p}: {e}", file=sys.stderr)
             rc = 1
+        bar.update()
+    bar.finish()
     return rc
 
 
