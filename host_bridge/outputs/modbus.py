@@ -25,6 +25,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from host_bridge.config import BridgeConfig
+from host_bridge.outputs import cancel_tasks
 from host_bridge.outputs.register_map import DEFAULT_BANDS, RegisterMap
 from host_bridge.tags import Quality, TagStore, now_ms
 
@@ -172,14 +173,7 @@ class ModbusOutput:
     async def stop(self) -> None:
         self._listening = False
         self.tags.remove_listener(self._on_change)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
-        self._tasks = []
+        await cancel_tasks(self._tasks)
         if self._server is not None:
             await self._server.shutdown()
             self._server = None

@@ -48,6 +48,7 @@ from host_bridge.model import (
     KIND_STATUS,
     Record,
 )
+from host_bridge.outputs import cancel_tasks
 from host_bridge.outputs.opcua_security import (
     SECURE_POLICIES,
     BridgeUserManager,
@@ -485,14 +486,7 @@ class OpcUaOutput:
         if self._frozen:
             gc.unfreeze()  # the address space can be collected once the server is gone
             self._frozen = False
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
-        self._tasks = []
+        await cancel_tasks(self._tasks)
         if self.server is not None:
             await self.server.stop()
             self.server = None
