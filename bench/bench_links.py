@@ -81,7 +81,7 @@ from tests import circuitpython_fakes
 circuitpython_fakes.install()
 from ports import circuitpython
 circuitpython.install_compat()
-from vibenode import codec
+from vibenode import codec_tools as codec
 from vibenode.status import Health
 import vibenode.uplink_minimqtt as um
 port, per, nodelay, seconds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4])
@@ -202,8 +202,8 @@ def bench_mqtt(seconds: float, tmp: str) -> list[dict]:
 
 _VM_SERIAL = """
 import sys, time
-from ports import StdioStream
-from vibenode import codec
+from ports.stdio import StdioStream
+from vibenode import codec_tools as codec
 from vibenode.status import Health
 from vibenode.uplink_serial import SerialUplink
 N = %d; PER = %d

@@ -44,7 +44,7 @@ PORT_MODULES = {
 CORE = ["main", "ports/__init__", "vibenode/__init__", "vibenode/acquisition", "vibenode/clock",
         "vibenode/codec", "vibenode/features", "vibenode/kernels", "vibenode/journal", "vibenode/node",
         "vibenode/status", "vibenode/config", "vibenode/sensors", "vibenode/uplink_mqtt",
-        "vibenode/uplink_serial", "drivers/__init__", "drivers/errors", "umqtt/__init__", "umqtt/simple"]
+        "vibenode/uplink_serial", "vibenode/frames", "ports/stdio", "drivers/__init__", "drivers/errors", "umqtt/__init__", "umqtt/simple"]
 REAL_DRIVERS = ["drivers/bus", "drivers/adxl345", "drivers/lis3dh", "drivers/mpu6050", "drivers/ds18b20",
                 "drivers/mcp9808", "drivers/mcu_temp"]
 NEVER = {"romboot"}  # the virtual board's loader runs before the image exists

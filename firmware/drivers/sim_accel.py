@@ -14,11 +14,13 @@ from array import array
 
 from drivers.errors import SensorError
 
-_TAB_BITS = 10
-_TAB_N = 1 << _TAB_BITS
+from micropython import const
+
+_TAB_BITS = const(10)
+_TAB_N = const(1 << _TAB_BITS)
 _MASK32 = 0xFFFFFFFF
-_FIFO = 32
-_LSB_PER_G = 256  # full resolution: 3.9 mg/LSB at every range
+_FIFO = const(32)
+_LSB_PER_G = const(256)  # full resolution: 3.9 mg/LSB at every range
 _SIN = None
 
 

@@ -7,7 +7,6 @@ import time
 
 import machine
 
-from ports import StdioStream
 
 
 class BoardPort:
@@ -47,6 +46,8 @@ class BoardPort:
         return (board.get("flash") or {}).get("mount", "")
 
     def serial_stream(self):
+        from ports.stdio import StdioStream
+
         return StdioStream()
 
     # -- network ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-from ports import StdioStream
 
 NAME = "unix"
 
@@ -51,6 +50,8 @@ class Port:
         return mnt
 
     def serial_stream(self):
+        from ports.stdio import StdioStream
+
         return StdioStream()
 
     def network_up(self, cfg):

@@ -13,14 +13,16 @@ import os
 
 import vfs
 
-_IOCTL_INIT = 1
-_IOCTL_DEINIT = 2
-_IOCTL_SYNC = 3
-_IOCTL_BLOCK_COUNT = 4
-_IOCTL_BLOCK_SIZE = 5
-_IOCTL_ERASE = 6
+from micropython import const
 
-_CHUNK = 512  # erase / create in small pieces: a 4 KB bytes object per erase is heap waste
+_IOCTL_INIT = const(1)
+_IOCTL_DEINIT = const(2)
+_IOCTL_SYNC = const(3)
+_IOCTL_BLOCK_COUNT = const(4)
+_IOCTL_BLOCK_SIZE = const(5)
+_IOCTL_ERASE = const(6)
+
+_CHUNK = const(512)  # erase / create in small pieces: a 4 KB bytes object per erase is heap waste
 
 
 class FileFlash:

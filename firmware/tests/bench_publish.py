@@ -1,6 +1,6 @@
 # VM side of tools/bench_mqtt_publish.py (not a test module): QoS 1 publishes of batches through MqttUplink.
 import sys, time
-from vibenode import codec
+from vibenode import codec_tools as codec
 from vibenode.status import Health
 from vibenode.uplink_mqtt import MqttUplink
 port = int(sys.argv[1]); per = int(sys.argv[2]); nodelay = sys.argv[3] == "1"

@@ -6,7 +6,7 @@ from array import array
 from binascii import hexlify, unhexlify
 
 import mptest
-from vibenode import codec
+from vibenode import codec_tools as codec
 
 _REPO = os.getenv("VIBEKIT_REPO") or "."
 with open(_REPO + "/tests/vectors/codec_v1.json") as _f:

@@ -1,4 +1,4 @@
-# heap: 96K
+# heap: 104K
 # Hostile input on the node's receive path, on the VM: the shared bad vectors
 # (tests/vectors/codec_v1.json bad_batches, frame_streams), bit flips, truncations and
 # deterministic random garbage go through the serial uplink's frame reader and both uplinks'
@@ -11,7 +11,7 @@ import struct
 from binascii import unhexlify
 
 import mptest
-from vibenode import codec
+from vibenode import codec_tools as codec
 from vibenode.config import validate
 from vibenode.status import Health
 from vibenode.uplink_mqtt import MqttUplink

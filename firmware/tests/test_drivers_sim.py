@@ -6,7 +6,8 @@ import mptest
 from drivers.errors import SensorError
 from drivers.sim_accel import SimAccel
 from drivers.sim_temp import SimTemp
-from vibenode.acquisition import CLIPPED, FIFO_OVERRUN, Acquisition
+from vibenode.acquisition import Acquisition
+from vibenode.codec_tools import CLIPPED, FIFO_OVERRUN
 
 N = 256
 

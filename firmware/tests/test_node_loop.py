@@ -6,7 +6,7 @@ import time
 from array import array
 
 import mptest
-from vibenode import codec
+from vibenode import codec_tools as codec
 from vibenode.config import validate
 from vibenode.journal import Journal
 from vibenode.node import Node

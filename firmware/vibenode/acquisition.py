@@ -7,6 +7,8 @@
 import time
 from array import array
 
+from micropython import const
+
 from drivers.errors import SensorError
 
 try:
@@ -21,8 +23,8 @@ except Exception:  # no viper emitter (CircuitPython)
         return 0
 
 
-FIFO_OVERRUN = 0x10
-CLIPPED = 0x20
+_FIFO_OVERRUN = const(0x10)  # record flags (docs/protocol.md)
+_CLIPPED = const(0x20)
 
 
 class Acquisition:
@@ -78,11 +80,11 @@ class Acquisition:
                 time.sleep_ms(self.idle_ms)
         flags = 0
         if a.overruns != ov0:
-            flags |= FIFO_OVERRUN
+            flags |= _FIFO_OVERRUN
             self.overruns += 1
         fs = a.full_scale
         if clipped16(x, n, fs) or clipped16(y, n, fs) or clipped16(z, n, fs):
-            flags |= CLIPPED
+            flags |= _CLIPPED
         self.scale_g = a.scale_g
         self.windows += 1
         return flags

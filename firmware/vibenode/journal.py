@@ -14,10 +14,12 @@ import time
 
 from binascii import crc32
 
-_HDR = 6  # u16 length + u32 crc
+from micropython import const
+
+_HDR = const(6)  # u16 length + u32 crc
 _STATE_MAGIC = b"VJ01"
-_STATE_LEN = 30  # magic 4, boot 2, acked 4, dropped 4, floor 4, clean 1, skip 2, pad 5, crc 4
-_MAX_REC = 0xFFFF
+_STATE_LEN = const(30)  # magic 4, boot 2, acked 4, dropped 4, floor 4, clean 1, skip 2, pad 5, crc 4
+_MAX_REC = const(0xFFFF)
 
 
 def _u32(b, o):

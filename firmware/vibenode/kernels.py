@@ -7,11 +7,7 @@
 # signed values are sign-extended by hand: (v ^ 0x8000) - 0x8000 for int16, and
 # (v ^ B31) - B31 with B31 = 1 << 31 built at run time (it wraps to -2**31 on a 32-bit MCU,
 # where the identity still holds) for int32.
-#
-# Module-level constants are plain ints below 2**30 so they are small ints on every port.
 import micropython
-
-_LO_MASK = 0x1FFFFFFF  # two-word accumulators: value = hi * 2**29 + lo, 0 <= lo < 2**29
 
 
 @micropython.viper

@@ -8,16 +8,26 @@ import gc
 import time
 from array import array
 
+from micropython import const
+
 from vibenode import codec
 from vibenode.clock import Clock
 from vibenode.status import FW_VERSION, Health, fill_status, new_status_values
 
 _NAN = float("nan")
-_BATCH_HEAD = 4 + 32 + 2 + 4  # worst-case batch overhead around the records
+# Record kinds and flags (docs/protocol.md; public names in vibenode.codec_tools)
+_KIND_MEASUREMENT = const(0)
+_KIND_STATUS = const(1)
+_CLOCK_SYNCED = const(0x01)
+_HISTORICAL = const(0x02)
+_ACCEL_FAULT = const(0x04)
+_TEMP_FAULT = const(0x08)
+_FIFO_OVERRUN = const(0x10)
+_CLIPPED = const(0x20)
 # Flags bit 6 (docs/protocol.md): a live record sent ahead of the backlog. The same record is
 # sent again, in order, with the backfill; the bridge shows it at once and answers with its
 # in-order frontier, so a preview never frees anything in the journal.
-_PREVIEW = 0x40
+_PREVIEW = const(0x40)
 
 
 class Node:
@@ -75,7 +85,7 @@ class Node:
     def _append(self, kind, flags, values):
         ts_s, ts_ms, synced = self.clock.stamp()
         if synced:
-            flags |= codec.CLOCK_SYNCED
+            flags |= _CLOCK_SYNCED
         j = self.journal
         n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, kind, flags, ts_s, ts_ms, values)
         try:
@@ -95,15 +105,15 @@ class Node:
         ts = stamp_clock()
         try:
             f = self.acq.capture()
-            flags |= f & (codec.FIFO_OVERRUN | codec.CLIPPED)
-            if f & codec.FIFO_OVERRUN:
+            flags |= f & (_FIFO_OVERRUN | _CLIPPED)
+            if f & _FIFO_OVERRUN:
                 h.count("overrun_windows")
             self.fx.compute(self.acq.x, self.acq.y, self.acq.z, self.acq.scale_g, vals)
             h.sensor_faults &= ~1
         except Exception as e:
             h.error("accel", e)
             h.sensor_faults |= 1
-            flags |= codec.ACCEL_FAULT
+            flags |= _ACCEL_FAULT
             for i in range(1, len(vals)):
                 vals[i] = _NAN
         accel = getattr(self.acq, "accel", None)
@@ -118,15 +128,15 @@ class Node:
             except Exception as e:
                 h.error("temp", e)
                 h.sensor_faults |= 2
-                flags |= codec.TEMP_FAULT
+                flags |= _TEMP_FAULT
                 vals[0] = _NAN
         h.windows += 1
         # stamp with the window's start time
         ts_s, ts_ms, synced = ts
         if synced:
-            flags |= codec.CLOCK_SYNCED
+            flags |= _CLOCK_SYNCED
         j = self.journal
-        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, codec.KIND_MEASUREMENT, flags, ts_s, ts_ms, vals)
+        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, _KIND_MEASUREMENT, flags, ts_s, ts_ms, vals)
         try:
             j.append(self.recmv[:n])
         except Exception as e:
@@ -144,7 +154,7 @@ class Node:
             self.port.reset_cause(),
             self.port.rssi(),
         )
-        return self._append(codec.KIND_STATUS, 0, v)
+        return self._append(_KIND_STATUS, 0, v)
 
     # -- uplink ----------------------------------------------------------------------------
 
@@ -196,7 +206,7 @@ class Node:
             return False
         buf = b.buf
         clk = self.clock
-        if clk.synced and not buf[off + 7] & codec.CLOCK_SYNCED and (buf[off + 4] | (buf[off + 5] << 8)) == self.journal.boot:
+        if clk.synced and not buf[off + 7] & _CLOCK_SYNCED and (buf[off + 4] | (buf[off + 5] << 8)) == self.journal.boot:
             up = (buf[off + 8] | (buf[off + 9] << 8) | (buf[off + 10] << 16) | (buf[off + 11] << 24)) * 1000
             up += buf[off + 12] | (buf[off + 13] << 8)
             t = clk.unix_ms_at(up)
@@ -208,7 +218,7 @@ class Node:
             buf[off + 11] = (s_ >> 24) & 0xFF
             buf[off + 12] = ms & 0xFF
             buf[off + 13] = ms >> 8
-            buf[off + 7] |= codec.CLOCK_SYNCED
+            buf[off + 7] |= _CLOCK_SYNCED
             self.converted += 1
         return True
 
@@ -264,7 +274,7 @@ class Node:
             if resend and seq > self.inflight[1]:
                 break
             old = seq < self.live_from
-            if not self._add(r, codec.HISTORICAL if old else 0):
+            if not self._add(r, _HISTORICAL if old else 0):
                 break
             if old:
                 hist += 1

@@ -5,23 +5,24 @@ from array import array
 from micropython import const
 
 FW_VERSION = "0.1.0"
-FW_VERSION_CODE = const(100)  # major*10000 + minor*100 + patch
+_FW_VERSION_CODE = const(100)  # major*10000 + minor*100 + patch
 
-# Kind-1 value indices, docs/protocol.md section 1. Index 11 is an extension (decoders keep
-# extra values): total errors counted since boot.
-UPTIME = const(0)
-FREE_HEAP = const(1)
-RESET_CAUSE = const(2)
-RSSI = const(3)
-JOURNAL_DEPTH = const(4)
-JOURNAL_DROPPED = const(5)
-FIFO_OVERRUNS = const(6)
-SENSOR_FAULTS = const(7)
-FW_VERSION_IDX = const(8)
-LINK_RECONNECTS = const(9)
-WINDOWS = const(10)
-ERRORS = const(11)
-NVALUES = const(12)
+# Kind-1 value indices, docs/protocol.md section 1 (private consts: folded in at compile time,
+# no name or global in the heap). Index 11 is an extension (decoders keep extra values): total
+# errors counted since boot.
+_UPTIME = const(0)
+_FREE_HEAP = const(1)
+_RESET_CAUSE = const(2)
+_RSSI = const(3)
+_JOURNAL_DEPTH = const(4)
+_JOURNAL_DROPPED = const(5)
+_FIFO_OVERRUNS = const(6)
+_SENSOR_FAULTS = const(7)
+_FW_VERSION_IDX = const(8)
+_LINK_RECONNECTS = const(9)
+_WINDOWS = const(10)
+_ERRORS = const(11)
+_NVALUES = const(12)
 
 _NAN = float("nan")
 
@@ -53,20 +54,20 @@ class Health:
 
 
 def fill_status(out, uptime_s, health, journal, link_reconnects, reset_cause, rssi):
-    out[UPTIME] = uptime_s
-    out[FREE_HEAP] = gc.mem_free()
-    out[RESET_CAUSE] = reset_cause
-    out[RSSI] = _NAN if rssi is None else rssi
-    out[JOURNAL_DEPTH] = journal.depth
-    out[JOURNAL_DROPPED] = journal.dropped
-    out[FIFO_OVERRUNS] = health.fifo_overruns
-    out[SENSOR_FAULTS] = health.sensor_faults
-    out[FW_VERSION_IDX] = FW_VERSION_CODE
-    out[LINK_RECONNECTS] = link_reconnects
-    out[WINDOWS] = health.windows
-    out[ERRORS] = health.errors
+    out[_UPTIME] = uptime_s
+    out[_FREE_HEAP] = gc.mem_free()
+    out[_RESET_CAUSE] = reset_cause
+    out[_RSSI] = _NAN if rssi is None else rssi
+    out[_JOURNAL_DEPTH] = journal.depth
+    out[_JOURNAL_DROPPED] = journal.dropped
+    out[_FIFO_OVERRUNS] = health.fifo_overruns
+    out[_SENSOR_FAULTS] = health.sensor_faults
+    out[_FW_VERSION_IDX] = _FW_VERSION_CODE
+    out[_LINK_RECONNECTS] = link_reconnects
+    out[_WINDOWS] = health.windows
+    out[_ERRORS] = health.errors
     return out
 
 
 def new_status_values():
-    return array("f", [0.0] * NVALUES)
+    return array("f", [0.0] * _NVALUES)

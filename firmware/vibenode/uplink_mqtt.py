@@ -15,15 +15,17 @@ from umqtt import simple
 
 from vibenode.codec import CodecError, decode_ack
 
+from micropython import const
+
 try:
     import ssl
 except ImportError:  # older ports
     import ussl as ssl
 
-_ETIMEDOUT = 110
-_IPPROTO_TCP = 6
-_TCP_NODELAY = 1
-_PID_WRAP = 65000  # umqtt.simple never wraps its packet id (u16 on the wire)
+_ETIMEDOUT = const(110)
+_IPPROTO_TCP = const(6)
+_TCP_NODELAY = const(1)
+_PID_WRAP = const(65000)  # umqtt.simple never wraps its packet id (u16 on the wire)
 
 
 class _Sock:

@@ -7,7 +7,8 @@
 import json
 import time
 
-from vibenode.codec import FRAME_ACK, FRAME_BATCH, FRAME_HELLO, CodecError, FrameReader, decode_ack, frame_head_into
+from vibenode.codec import CodecError, decode_ack
+from vibenode.frames import FRAME_ACK, FRAME_BATCH, FRAME_HELLO, FrameReader, frame_head_into
 
 _RX_MAX = 64  # the node only receives 16-byte ACK bodies
 
