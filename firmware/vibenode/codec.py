@@ -43,14 +43,19 @@ def record_size(n):
     return _RECORD_HEADER + 4 * n
 
 
-def encode_record_into(buf, seq, boot, kind, flags, ts_s, ts_ms, values, n=-1):
-    """Pack one record at the start of buf; returns its length. values: array('f') or list."""
+def encode_record_into(buf, seq, boot, kind, flags, ts_s, ts_ms, values, n=-1, copy=None):
+    """Pack one record at the start of buf; returns its length. values: array('f') or list.
+    copy(dst, at, src, nbytes) (the node passes kernels.copy_bytes) moves an array('f')'s
+    bytes as they are instead of boxing each value into a float object to pack it."""
     if n < 0:
         n = len(values)
     if n > 255:
         raise CodecError("too_many_values", str(n))
     struct.pack_into(_REC_FMT, buf, 0, seq, boot & 0xFFFF, kind, flags & 0x3F, ts_s, ts_ms, n)
     off = _RECORD_HEADER
+    if copy is not None:
+        copy(buf, off, values, 4 * n)
+        return off + 4 * n
     for i in range(n):
         struct.pack_into("<f", buf, off, values[i])
         off += 4

@@ -374,7 +374,42 @@ def weighted_sum(pw, k0: int, k1: int, wm, we, res, at: int) -> int:
 
 
 @micropython.viper
-def get32(buf, i: int) -> int:
-    """buf[i] of an int32 buffer holding a non-negative value < 2**30."""
-    p = ptr32(buf)
-    return int(p[i])
+def line_sums(pw, k0: int, k1: int, res) -> int:
+    """res[0..1] = sum of pw[k] and res[2..3] = sum of k * pw[k] for k in k0..k1-1, each as
+    (hi, lo) words (pw < 2**30 + 1, k < 2**14: k * pw is split as k * ph * 2**14 + k * pl)."""
+    p = ptr32(pw)
+    r = ptr32(res)
+    hi = 0
+    lo = 0
+    khi = 0
+    klo = 0
+    k = k0
+    while k < k1:
+        v = int(p[k])
+        lo += v
+        hi += lo >> 29
+        lo &= 0x1FFFFFFF
+        # k * v = k * (v >> 14) * 2**14 + k * (v & 0x3FFF); k * (v >> 14) < 2**30
+        klo += (k * (v & 0x3FFF)) + ((k * (v >> 14)) & 0x7FFF) * 16384
+        khi += (k * (v >> 14)) >> 15
+        khi += klo >> 29
+        klo &= 0x1FFFFFFF
+        k += 1
+    r[0] = hi
+    r[1] = lo
+    r[2] = khi
+    r[3] = klo
+    return 0
+
+
+@micropython.viper
+def copy_bytes(dst, at: int, src, n: int) -> int:
+    """dst[at:at+n] = the first n bytes of src's buffer (an array('f') into a bytearray:
+    its float32 values little-endian as they are on every supported MCU), no allocation."""
+    d = ptr8(dst)
+    s = ptr8(src)
+    i = 0
+    while i < n:
+        d[at + i] = s[i]
+        i += 1
+    return 0

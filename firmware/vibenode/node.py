@@ -14,6 +14,11 @@ from vibenode import codec
 from vibenode.clock import Clock
 from vibenode.status import FW_VERSION, Health, fill_status, new_status_values
 
+try:  # record values copied as float32 bytes: no boxed float per value (viper; not on CircuitPython)
+    from vibenode.kernels import copy_bytes as _copy
+except Exception:
+    _copy = None
+
 _NAN = float("nan")
 # Record kinds and flags (docs/protocol.md; public names in vibenode.codec_tools)
 _KIND_MEASUREMENT = const(0)
@@ -87,7 +92,7 @@ class Node:
         if synced:
             flags |= _CLOCK_SYNCED
         j = self.journal
-        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, kind, flags, ts_s, ts_ms, values)
+        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, kind, flags, ts_s, ts_ms, values, -1, _copy)
         try:
             j.append(self.recmv[:n])
         except Exception as e:
@@ -136,7 +141,7 @@ class Node:
         if synced:
             flags |= _CLOCK_SYNCED
         j = self.journal
-        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, _KIND_MEASUREMENT, flags, ts_s, ts_ms, vals)
+        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, _KIND_MEASUREMENT, flags, ts_s, ts_ms, vals, -1, _copy)
         try:
             j.append(self.recmv[:n])
         except Exception as e:
