@@ -224,6 +224,7 @@ def firmware_sources(port: str, strict: bool = True) -> tuple[list[tuple[str, Pa
             raise DeployError(msg)
         warnings.append(msg)
     out.append(("ports/__init__.py", ports / "__init__.py"))
+    out.append(("ports/stdio.py", ports / "stdio.py"))  # the serial uplink's stream (imported only then)
     for f in sorted(ports.glob("*.py")):
         # the board's own module(s), plus the shared helpers (_board.py) on hardware ports
         if f.stem == port or f.stem.startswith(port + "_") or (f.stem.startswith("_") and f.stem != "__init__"
