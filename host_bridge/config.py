@@ -299,6 +299,7 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
     nodes = _tables(data, "nodes", src)
     seen_ids: set[str] = set()
     seen_units: set[int] = set()
+    units_used = cfg.modbus.enabled and cfg.modbus.layout == "unit"
     for i, n in enumerate(nodes):
         p = f"nodes[{i}]."
         _check_keys(n, set(NodeConfig.__dataclass_fields__), src, p)
@@ -310,9 +311,11 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
         if nid in seen_ids:
             raise ConfigError(src, p + "id", f"duplicate node id {nid!r}")
         unit = _take(n, "unit_id", int, i + 1, src, p)
-        if not 1 <= unit <= 247:
+        # Unit ids matter only where each node has its own (Modbus on, "unit" layout): a bridge
+        # serving 1,000 nodes over OPC UA alone, or Modbus in the stride layout, needs none.
+        if units_used and not 1 <= unit <= 247:
             raise ConfigError(src, p + "unit_id", f"must be 1..247, got {unit}")
-        if unit in seen_units:
+        if units_used and unit in seen_units:
             raise ConfigError(src, p + "unit_id", f"duplicate unit id {unit}")
         lim = n.get("iso_limits", [2.8, 4.5, 7.1])
         if (
@@ -335,6 +338,10 @@ def parse_config(data: dict, source: str = "<config>") -> BridgeConfig:
                 iso_limits=(float(lim[0]), float(lim[1]), float(lim[2])),
             )
         )
+    stride_max = 65536 // 300  # register_map.STRIDE registers per node on one unit
+    if cfg.modbus.enabled and cfg.modbus.layout == "stride" and len(cfg.nodes) > stride_max:
+        raise ConfigError(src, "modbus.layout", f"the stride layout holds at most {stride_max} nodes, "
+                          f"{len(cfg.nodes)} configured: use layout 'unit', or disable Modbus")
     return cfg
 
 

@@ -83,3 +83,26 @@ def test_rate_limit_settings_reach_the_ingest(tmp_path):
     b.historian.close()
     with pytest.raises(ConfigError, match="rate must be"):
         parse_config({"bridge": {"rate_limit_batches_per_s": 0}}, "t")
+
+
+def _nodes_toml(n: int) -> str:
+    return "".join(f"[[nodes]]\nid = 'n{i:04d}'\n" for i in range(n))
+
+
+def test_unit_ids_are_checked_only_where_modbus_gives_each_node_one(tmp_path):
+    p = tmp_path / "b.toml"
+    # 1,000 nodes served over OPC UA alone: no unit ids needed, none checked
+    p.write_text("[modbus]\nenabled = false\n" + _nodes_toml(1000))
+    assert len(load_config(p).nodes) == 1000
+    # the same with Modbus on in the unit layout: node 248 has no unit id left
+    p.write_text(_nodes_toml(248))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.key == "nodes[247].unit_id" and "1..247" in str(e.value)
+    # the stride layout holds 218 nodes on one unit, and says so when given more
+    p.write_text("[modbus]\nlayout = 'stride'\n" + _nodes_toml(218))
+    assert len(load_config(p).nodes) == 218
+    p.write_text("[modbus]\nlayout = 'stride'\n" + _nodes_toml(219))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.key == "modbus.layout" and "at most 218" in str(e.value)

@@ -240,3 +240,81 @@ def test_subscription_gets_update_from_ingest_thread(ua_bridge):
         assert any(v == 31.5 and s == dt.datetime.fromtimestamp(ts, dt.UTC) for v, s in got), got
     finally:
         lt.run(sub.delete())
+
+
+def test_unsubscribed_values_are_read_from_node_state_and_follow_subscriptions(tmp_path):
+    """Value variables nobody subscribes to get no DataValue per record (lazy_values); a Read
+    still returns the newest value, status code and timestamps, and a variable switches to
+    eager writes while it has a monitored item and back when it is deleted."""
+    lt = LoopThread()
+    cfg = BridgeConfig(
+        data_dir=tmp_path, nodes=[NodeConfig("m1", 1)],
+        opcua=OpcUaConfig(endpoint="opc.tcp://127.0.0.1:0", allow_anonymous=True, allow_none_security=True),
+    )
+    tags = TagStore(["m1"], stale_after_s=30, offline_after_s=120)
+    out = OpcUaOutput(cfg, tags, FakeHistorian(), refresh_s=0.2)
+    assert out.lazy_values
+    lt.run(out.start())
+    client = Client(out.endpoint)
+    lt.run(client.connect())
+    idx = lt.run(client.get_namespace_index(cfg.opcua.namespace))
+    vx, temp = (client.get_node(ua.NodeId(f"m1.{n}", idx)) for n in ("vel_rms_x", "temperature"))
+    i_vx, i_t = (next(i for i, s in enumerate(SPECS) if s.name == n) for n in ("vel_rms_x", "temperature"))
+
+    def apply(seq, k):
+        writes = out.stats["value_writes"]
+        tags.apply([Record("m1", seq, 1, 0, FLAG_CLOCK_SYNCED, NOW + seq, 0, values(k))])
+        deadline = time.monotonic() + 3
+        while (lt.run(read(temp)).Value.Value != values(k)[i_t]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return out.stats["value_writes"] - writes
+
+    async def read(node):
+        return await node.read_data_value(raise_on_bad_status=False)
+
+    got: list = []
+
+    class Handler:
+        def datachange_notification(self, node, val, data):
+            got.append((val, data.monitored_item.Value.SourceTimestamp))
+
+    try:
+        assert lt.run(read(vx)).StatusCode.value == ua.StatusCodes.BadWaitingForInitialData
+        writes = apply(1, 1.0)
+        assert writes < 41  # status variables only: eagerly, every one of the 41 values is written too
+        dv = lt.run(read(vx))
+        assert dv.StatusCode.is_good() and dv.Value.Value == pytest.approx(values(1.0)[i_vx])
+        assert dv.SourceTimestamp == dt.datetime.fromtimestamp(NOW + 1, dt.UTC)
+
+        async def subscribe():
+            sub = await client.create_subscription(20, Handler())
+            handle = await sub.subscribe_data_change(vx)
+            return sub, handle
+
+        sub, handle = lt.run(subscribe())
+        time.sleep(0.2)
+        writes = apply(2, 2.0)
+        assert writes < 41  # the watched value and status variables, not all 41 values
+        deadline = time.monotonic() + 3
+        while not any(v == pytest.approx(values(2.0)[i_vx]) for v, _ in got) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (pytest.approx(values(2.0)[i_vx]), dt.datetime.fromtimestamp(NOW + 2, dt.UTC)) in got, got
+        t = lt.run(read(temp))  # unsubscribed neighbour: same record, same source time
+        assert t.Value.Value == pytest.approx(values(2.0)[i_t]) and t.SourceTimestamp == dt.datetime.fromtimestamp(
+            NOW + 2, dt.UTC)
+
+        lt.run(sub.unsubscribe(handle))
+        lt.run(sub.delete())
+        apply(3, 3.0)
+        apply(4, 4.0)  # the first record after the unsubscribe turns the variable lazy again
+        assert lt.run(read(vx)).Value.Value == pytest.approx(values(4.0)[i_vx])
+        tags.set_online("m1", False)
+        deadline = time.monotonic() + 3
+        while lt.run(read(vx)).StatusCode.value != ua.StatusCodes.BadNoCommunication and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lt.run(read(vx)).StatusCode.value == ua.StatusCodes.BadNoCommunication
+        assert lt.run(read(temp)).StatusCode.value == ua.StatusCodes.BadNoCommunication
+    finally:
+        lt.run(client.disconnect())
+        lt.run(out.stop())
+        lt.close()

@@ -256,11 +256,17 @@ class ModbusOutput:
             self.stats["refreshes"] += 1
             await self._update(self.map_node_ids())
 
+    refresh_chunk = 20  # nodes written between two yields to the event loop in one pass
+
     async def _update(self, node_ids) -> None:
         t = now_ms()
         m = self.map
         regions = m.regions()
-        for nid in node_ids:
+        for i, nid in enumerate(node_ids):
+            if i and i % self.refresh_chunk == 0:
+                # a refresh pass over every node would hold the loop for tens of ms: serve
+                # requests and newer records in between (each node's block stays whole)
+                await asyncio.sleep(0)
             block = m.block(nid)
             if block is None:
                 self.stats["unmapped_nodes"] += 1

@@ -364,6 +364,9 @@ class OpcUaOutput:
     freeze_gc = True  # gc.freeze() after start (process-wide; undone by stop)
     fast_notify = True  # False: asyncua's own MonitoredItemService.datachange_callback (see _datachange)
     yield_every = 2000  # writes between two yields to the event loop within one update pass
+    # Value variables nobody subscribes to are not rewritten on every record: a Read builds
+    # their DataValue from the node's last shown state (see _lazy_value). False: eager writes.
+    lazy_values = True
     clone_nodes = True  # False: every node through AddNodes (the reference the clones are tested against)
 
     def __init__(
@@ -400,6 +403,9 @@ class OpcUaOutput:
         self._node_vars: dict[str, tuple[list, list]] = {}  # node -> ([(Value attr, name)], [(Value attr, _Var)])
         self._shown: dict[str, tuple[int, Quality]] = {}
         self._last_status: dict[AttributeValue, object] = {}
+        # node id -> (values, flags, quality, source time, server time) as last shown: what a
+        # Read of an unsubscribed value variable returns (replaced whole, in the loop's thread)
+        self._snap: dict[str, tuple] = {}
         self._frozen = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -769,7 +775,7 @@ class OpcUaOutput:
                 continue
             self._shown[nid] = key
             n0 = len(batch)
-            self._node_batch(entry, st, q, srv, batch, force)
+            self._node_batch(entry, st, q, srv, batch, force, nid)
             writes += len(batch) - n0
             batch.append(None)
             self.stats["node_updates"] += 1
@@ -797,6 +803,12 @@ class OpcUaOutput:
                     await asyncio.sleep(0)  # let requests in between: a pass may be 50k writes
                 continue
             av, dv = item
+            if av is None:  # a node's state for its lazily read value variables
+                self._snap[dv[0]] = dv[1]
+                continue
+            if dv is None:
+                av.value_callback = self._lazy_value
+                continue
             av.value = dv
             av.value_callback = None
             cbs = av.datachange_callbacks
@@ -813,10 +825,27 @@ class OpcUaOutput:
                         log.exception("OPC UA datachange callback %s failed", handle)
             n += 1
 
+    def _lazy_value(self, nodeid: ua.NodeId, attr) -> ua.DataValue:
+        """Read of a value variable that has no monitored item: built from the node's state as
+        last shown (the same DataValue an eager write would have stored)."""
+        var = self._vars.get(nodeid)
+        snap = self._snap.get(var.node_id) if var is not None else None
+        if snap is None:
+            now = _dt(now_ms())
+            return value_datavalue(math.nan, var.name if var else "", 0, Quality.INITIAL, now, now)
+        values, flags, q, src, srv = snap
+        return value_datavalue(values.get(var.name, math.nan), var.name, flags, q, src, srv)
+
     def _node_batch(self, entry, st: NodeState | None, q: Quality, srv: dt.datetime, batch: list,
-                    force: bool = False) -> None:
+                    force: bool = False, nid: str | None = None) -> None:
         """Value variables are written on every new record or quality change; status variables
-        only when their value, StatusCode or source time changed (or when forced)."""
+        only when their value, StatusCode or source time changed (or when forced).
+
+        With `lazy_values`, a value variable without monitored items gets no DataValue at all:
+        the node's state is kept once (a (None, (nid, state)) item, applied by _write in order
+        with the rest of the node) and a Read builds the value from it. Only subscribed
+        variables pay for a DataValue per record: 1,000 nodes x 41 values at one record per
+        node per second are 41,000 DataValues/s eagerly, 1,000 with one tag per node watched."""
         value_vars, status_vars = entry
         if st is None or st.source_ms is None:
             src = srv
@@ -828,8 +857,16 @@ class OpcUaOutput:
             flags = st.flags
         nan = math.nan
         get = values.get
-        for av, name in value_vars:
-            batch.append((av, value_datavalue(get(name, nan), name, flags, q, src, srv)))
+        if self.lazy_values and nid is not None:
+            batch.append((None, (nid, (values, flags, q, src, srv))))
+            for av, name in value_vars:
+                if av.datachange_callbacks:
+                    batch.append((av, value_datavalue(get(name, nan), name, flags, q, src, srv)))
+                elif av.value_callback is None:
+                    batch.append((av, None))  # from now on read from the node's state
+        else:
+            for av, name in value_vars:
+                batch.append((av, value_datavalue(get(name, nan), name, flags, q, src, srv)))
         status = st.status if st is not None else {}
         status_ms = st.status_ms if st is not None else None
         status_src = _dt(status_ms) if status_ms is not None else srv
