@@ -20,6 +20,10 @@ MAX_FRAME_PAYLOAD = 16384
 
 RECORD_HEADER = struct.Struct("<IHBBIHB")  # seq boot kind flags ts_s ts_ms n
 ACK_BODY = struct.Struct("<2sBBIQ")
+ACK_TIME = 0x01  # ack flags bit 0: time_ms is valid
+ACK_RESYNC = 0x02  # ack flags bit 1: a u32 next_seq follows, nothing is acknowledged (section 3.1)
+ACK_FRONTIER = 0x04  # ack flags bit 2: acked_seq is the in-order frontier (HELLO, empty or preview batch)
+ACK_RESYNC_SIZE = ACK_BODY.size + 4
 NODE_ID_RE = re.compile(rb"^[A-Za-z0-9_.\-]{1,32}$")
 
 FRAME_SYNC = b"\xa5\x5a"
@@ -179,20 +183,31 @@ def decode_batch(buf: bytes | memoryview, received_ms: int = 0, source: str = ""
 # ---- acks ----------------------------------------------------------------------------------
 
 
-def encode_ack(acked_seq: int, time_ms: int | None) -> bytes:
-    flags = 1 if time_ms is not None else 0
-    return ACK_BODY.pack(ACK_MAGIC, VERSION, flags, acked_seq, time_ms or 0)
+def encode_ack(acked_seq: int, time_ms: int | None, next_seq: int = 0, frontier: bool = False) -> bytes:
+    """An ack body; next_seq > 0 makes it a RESYNC ack (16 + 4 bytes), frontier=True marks an
+    answer that names the in-order frontier, not a stored batch (docs/protocol.md 3, 3.1)."""
+    flags = (ACK_TIME if time_ms is not None else 0) | (ACK_RESYNC if next_seq else 0) | (ACK_FRONTIER if frontier else 0)
+    body = ACK_BODY.pack(ACK_MAGIC, VERSION, flags, acked_seq, time_ms or 0)
+    return body + struct.pack("<I", next_seq) if next_seq else body
 
 
 def decode_ack(buf: bytes) -> Ack:
-    if len(buf) != ACK_BODY.size:
-        raise CodecError("bad_length", f"ack of {len(buf)} bytes")
-    magic, ver, flags, seq, time_ms = ACK_BODY.unpack(buf)
+    n = len(buf)
+    if n != ACK_BODY.size and n != ACK_RESYNC_SIZE:
+        raise CodecError("bad_length", f"ack of {n} bytes")
+    magic, ver, flags, seq, time_ms = ACK_BODY.unpack_from(buf)
     if magic != ACK_MAGIC:
         raise CodecError("bad_magic", magic.hex())
     if ver != VERSION:
         raise CodecError("bad_version", str(ver))
-    return Ack(seq, time_ms if flags & 1 else None)
+    if (n == ACK_RESYNC_SIZE) != bool(flags & ACK_RESYNC):
+        raise CodecError("bad_length", f"ack of {n} bytes with flags 0x{flags:02x}")
+    next_seq = 0
+    if flags & ACK_RESYNC:
+        (next_seq,) = struct.unpack_from("<I", buf, ACK_BODY.size)
+        if next_seq == 0:
+            raise CodecError("bad_seq", "resync to seq 0")
+    return Ack(seq, time_ms if flags & ACK_TIME else None, next_seq, bool(flags & ACK_FRONTIER))
 
 
 # ---- serial frames -------------------------------------------------------------------------

@@ -130,3 +130,9 @@ class Record:
 class Ack:
     acked_seq: int
     time_ms: int | None
+    # RESYNC (docs/protocol.md section 3.1): nonzero = the bridge refused the batch because it
+    # holds other records under those seqs; the node must number on from this seq.
+    next_seq: int = 0
+    # FRONTIER: acked_seq is the bridge's in-order frontier (answer to a HELLO, an empty batch or
+    # a batch of previews), not the end of a batch it stored; a node frees nothing on it.
+    frontier: bool = False

@@ -57,7 +57,15 @@ def test_ack_roundtrip(v):
     raw = bytes.fromhex(v["hex"])
     ack = codec.decode_ack(raw)
     assert ack.acked_seq == v["acked_seq"] and ack.time_ms == v["time_ms"]
-    assert codec.encode_ack(v["acked_seq"], v["time_ms"]) == raw
+    assert ack.next_seq == v.get("next_seq", 0) and ack.frontier == v.get("frontier", False)
+    assert codec.encode_ack(v["acked_seq"], v["time_ms"], v.get("next_seq", 0), v.get("frontier", False)) == raw
+
+
+@pytest.mark.parametrize("v", VECTORS["bad_acks"], ids=lambda v: v["why"])
+def test_bad_ack_rejected_with_reason(v):
+    with pytest.raises(codec.CodecError) as e:
+        codec.decode_ack(bytes.fromhex(v["hex"]))
+    assert e.value.reason == v["reason"]
 
 
 @pytest.mark.parametrize("v", VECTORS["frames"], ids=lambda v: f"type{v['type']}")

@@ -37,8 +37,10 @@ def frame(ftype: int, payload: bytes) -> bytes:
     return b"\xa5\x5a" + head + payload + struct.pack("<I", zlib.crc32(head + payload))
 
 
-def ack(seq: int, time_ms: int | None) -> bytes:
-    return struct.pack("<2sBBIQ", b"VA", 1, 1 if time_ms is not None else 0, seq, time_ms or 0)
+def ack(seq: int, time_ms: int | None, next_seq: int = 0, frontier: bool = False) -> bytes:
+    flags = (1 if time_ms is not None else 0) | (2 if next_seq else 0) | (4 if frontier else 0)
+    body = struct.pack("<2sBBIQ", b"VA", 1, flags, seq, time_ms or 0)
+    return body + struct.pack("<I", next_seq) if next_seq else body  # RESYNC: u32 next_seq follows
 
 
 def jvals(values):
@@ -73,10 +75,25 @@ def main() -> None:
         "acks": [
             {"acked_seq": 3, "time_ms": 1795300002123, "hex": ack(3, 1795300002123).hex()},
             {"acked_seq": 0, "time_ms": None, "hex": ack(0, None).hex()},
+            # RESYNC acks (docs/protocol.md section 3.1): 20 bytes, flags bit 1, next_seq last
+            {"acked_seq": 0, "time_ms": 1795300002123, "next_seq": 4097, "hex": ack(0, 1795300002123, 4097).hex()},
+            {"acked_seq": 0, "time_ms": None, "next_seq": 4294967295, "hex": ack(0, None, 4294967295).hex()},
+            # FRONTIER (flags bit 2): the answer to a HELLO, an empty batch or previews
+            {"acked_seq": 812, "time_ms": 1795300002123, "frontier": True, "hex": ack(812, 1795300002123, 0, True).hex()},
+        ],
+        "bad_acks": [
+            {"why": "short", "reason": "bad_length", "hex": "5641" + "01"},
+            {"why": "magic", "reason": "bad_magic", "hex": (b"XA" + ack(1, 5)[2:]).hex()},
+            {"why": "version 2", "reason": "bad_version", "hex": (b"VA\x02" + ack(1, 5)[3:]).hex()},
+            {"why": "resync flag without next_seq", "reason": "bad_length",
+             "hex": (ack(0, 5)[:3] + b"\x03" + ack(0, 5)[4:]).hex()},
+            {"why": "20 bytes without the resync flag", "reason": "bad_length", "hex": (ack(0, 5) + bytes(4)).hex()},
+            {"why": "resync to seq 0", "reason": "bad_seq", "hex": (ack(0, 5)[:3] + b"\x03" + ack(0, 5)[4:] + bytes(4)).hex()},
         ],
         "frames": [
             {"type": 1, "payload_hex": batch("n1", rec_bytes[:1]).hex(), "hex": frame(1, batch("n1", rec_bytes[:1])).hex()},
             {"type": 2, "payload_hex": ack(7, 1000).hex(), "hex": frame(2, ack(7, 1000)).hex()},
+            {"type": 2, "payload_hex": ack(0, 1000, 22).hex(), "hex": frame(2, ack(0, 1000, 22)).hex()},
             {"type": 3, "payload_hex": b'{"node":"n1","boot":2}'.hex(), "hex": frame(3, b'{"node":"n1","boot":2}').hex()},
         ],
     }

@@ -1,3 +1,4 @@
+# heap: 80K
 # Firmware codec against the shared vectors (tests/vectors/codec_v1.json), on the VM.
 import json
 import os
@@ -109,8 +110,12 @@ def test_bad_batches():
 def test_acks():
     for a in V["acks"]:
         raw = unhexlify(a["hex"])
-        assert codec.decode_ack(raw) == (a["acked_seq"], a["time_ms"])
-        assert _hex(codec.encode_ack(a["acked_seq"], a["time_ms"])) == a["hex"]
+        want = (a["acked_seq"], a["time_ms"], a.get("next_seq", 0), a.get("frontier", False))
+        assert codec.decode_ack(raw) == want
+        assert _hex(codec.encode_ack(*want)) == a["hex"]
+    for b in V["bad_acks"]:
+        e = mptest.raises(codec.CodecError, codec.decode_ack, unhexlify(b["hex"]))
+        assert e.reason == b["reason"], (b["why"], e.reason)
     assert mptest.raises(codec.CodecError, codec.decode_ack, b"VA\x01").reason == "bad_length"
     assert mptest.raises(codec.CodecError, codec.decode_ack, b"XA" + bytes(14)).reason == "bad_magic"
 

@@ -102,7 +102,7 @@ class Harness:
         self.serial.on_ack = self._on_ack
         self.mqtt.on_ack = self._on_ack
 
-    def _on_ack(self, seq, time_ms):
+    def _on_ack(self, seq, time_ms, next_seq=0, frontier=False):
         self.nacks += 1
         if self.keep:
             self.acks.append((seq, time_ms))

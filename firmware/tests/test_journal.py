@@ -286,4 +286,49 @@ def test_state_survives_leftover_tmp():
     j.close()
 
 
+
+def test_seq_offset_survives_power_cuts():
+    # The wire seq offset (RESYNC, docs/protocol.md 3.1) is in the state file: a cut right after
+    # set_offset() keeps it, a cut while a later state write is half done keeps the old one, and
+    # a state file from before the offset existed (zeros there) reads as offset 0.
+    fresh()
+    j = Journal(ROOT, flush_records=4)
+    assert j.offset == 0
+    fill(j, 6)
+    j.set_offset(4096)
+    # power cut: no close()
+    remount()
+    j = Journal(ROOT, flush_records=4)
+    assert j.offset == 4096 and seqs(j.pending(10000)) == [1, 2, 3, 4]  # records keep their seq
+    j.ack(2)
+    j.set_offset(8000)
+    with open(ROOT + "/state", "rb") as f:
+        good = f.read()
+    with open(ROOT + "/state.tmp", "wb") as f:
+        f.write(good[:20])  # cut while writing a next state: the last whole one stands
+    remount()
+    j = Journal(ROOT, flush_records=4)
+    assert j.offset == 8000 and j.acked == 2 and seqs(j.pending(10000)) == [3, 4]
+    assert "state.tmp" not in os.listdir(ROOT)
+    j.close()
+    remount()
+    j = Journal(ROOT, flush_records=4)
+    assert j.offset == 8000  # clean close keeps it too
+    j.close()
+    with open(ROOT + "/state", "rb") as f:
+        st = bytearray(f.read())
+    assert st[21:25] == bytes([8000 & 0xFF, 8000 >> 8, 0, 0])  # u32 LE at byte 21
+    st[21:25] = bytes(4)  # as written by firmware before the offset existed
+    from binascii import crc32
+
+    c = crc32(st[:26])
+    st[26:30] = bytes([c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, (c >> 24) & 0xFF])
+    with open(ROOT + "/state", "wb") as f:
+        f.write(st)
+    remount()
+    j = Journal(ROOT, flush_records=4)
+    assert j.offset == 0 and j.acked == 2
+    j.close()
+
+
 mptest.main(globals())

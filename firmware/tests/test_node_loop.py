@@ -223,14 +223,18 @@ def test_live_preview_during_backlog_never_frees():
     node.service(time.ticks_ms())
     assert [r[0] for r in up.sent[0]] == [1, 2, 3, 4]
     assert all(r[3] & codec.HISTORICAL for r in up.sent[0])
+    # no preview before this boot's numbering is acked (a RESYNC would renumber it)
+    assert up.previews == []
+    up.on_ack(2, None)  # the bridge stored 1..2 of the batch in flight
+    node.service(time.ticks_ms())
     # the newest window went ahead of the backlog, marked live + preview, once
     assert [[r[0] for r in b] for b in up.previews] == [[10]]
     assert not up.previews[0][0][3] & codec.HISTORICAL
     node.service(time.ticks_ms())
     assert len(up.previews) == 1
     # the bridge answers a preview with its in-order frontier: nothing beyond it is freed
-    up.on_ack(0, None)
-    assert j.depth == 10 and node.inflight is not None
+    up.on_ack(2, None, 0, True)
+    assert j.depth == 8 and node.inflight is not None
     up.on_ack(4, None)
     node.window()  # seq 11: previewed at the next slot
     node.service(time.ticks_ms())
@@ -241,6 +245,24 @@ def test_live_preview_during_backlog_never_frees():
     assert j.depth == 0
     seqs = [r[0] for b in up.sent for r in b]
     assert seqs == list(range(1, 12))  # every record once, in order, previews included again
+
+
+def test_frontier_answers_never_free():
+    # A FRONTIER ack (answer to a HELLO, a time request, previews) is information only: after a
+    # wipe it names the bridge's old records, so even a value inside the batch in flight frees
+    # nothing; the time request it answers is done.
+    node, j, up, _ = make(acked_once=False)
+    node.window()
+    node.service(time.ticks_ms())
+    assert up.time_requests == 1 and node.inflight == (0, 0, 0)
+    up.on_ack(900, 1795300000000, 0, True)  # the wiped node's bridge holds 1..900 of before
+    assert node.inflight is None and j.depth == 1 and node.health.get("ack_ahead") == 1
+    for _ in range(3):
+        node.window()
+    node.service(time.ticks_ms())
+    assert [r[0] for r in up.sent[-1]] == [1, 2, 3, 4]
+    up.on_ack(3, None, 0, True)  # a late duplicate HELLO answer, inside the batch in flight
+    assert j.depth == 4 and j.acked == 0 and node.inflight == (1, 4, 4)
 
 
 def test_backfill_rate_limit():
@@ -302,12 +324,75 @@ def test_offline_flush_policy():
     assert not node.offline and j.flush_records == 1
 
 
-def test_ack_ahead_is_counted_and_clamped():
+def test_ack_ahead_is_counted_and_frees_nothing():
+    # The bridge holds more than this node ever numbered (its flash was wiped): counted, and
+    # nothing is freed that the bridge has not stored (it used to free the whole journal).
     node, j, up, _ = make()
     node.window()
     up.on_ack(500, None)
     assert node.health.get("ack_ahead") == 1
-    assert j.depth == 0
+    assert j.depth == 1 and j.acked == 0
+
+
+def _wire_seqs(batch):
+    return [r[0] for r in batch]
+
+
+def test_resync_renumbers_on_the_wire_and_survives_a_power_cut():
+    node, j, up, _ = make()
+    root = j.root
+    for _ in range(6):
+        node.window()
+    node.service(time.ticks_ms())
+    assert _wire_seqs(up.sent[-1]) == [1, 2, 3, 4]
+    # the bridge holds other records under 1..100: it stores nothing and says "go on at 101"
+    up.on_ack(0, 1795300000000, 101)
+    assert node.health.get("seq_reset") == 1 and j.offset == 100
+    assert node.inflight is None and j.depth == 6 and j.acked == 0
+    node.service(time.ticks_ms())  # sent again at once, renumbered; the journal is unchanged
+    assert _wire_seqs(up.sent[-1]) == [101, 102, 103, 104]
+    assert node.inflight == (1, 4, 4) and codec.record_seq(j.pending(4096)[0]) == 1
+    up.on_ack(0, None, 101)  # the same RESYNC again (an answer to a resend): no change
+    up.on_ack(4, None)  # a late ack of the old numbering frees nothing
+    assert j.offset == 100 and node.health.get("seq_reset") == 1 and j.depth == 6
+    node.service(time.ticks_ms())
+    up.on_ack(102, None)  # acks come back in wire seqs: 102 frees journal seqs 1 and 2
+    assert j.acked == 2 and j.depth == 4
+    # power cut (no close): the offset is in the state file, the numbering goes on
+    j2 = Journal(root, flush_records=1)
+    assert j2.offset == 100 and j2.acked == 2 and j2.next_seq > 6
+    up2 = FakeUplink()
+    node2 = Node(node.cfg, j2, FakeAcq(), FakeFx(), FakeTemp(), up2, FakePort(), log=lambda *a: None)
+    node2.acks = 1
+    node2.window()
+    node2.service(time.ticks_ms())
+    assert _wire_seqs(up2.sent[-1]) == [103, 104, 105, 106]
+    up2.on_ack(106, None)
+    node2.service(time.ticks_ms())
+    assert _wire_seqs(up2.sent[-1]) == [j2.next_seq - 1 + 100]  # the new window, after the skip
+    # a second wipe of the bridge's view later: RESYNC moves it further, never back
+    up2.on_ack(0, None, 5000)
+    assert j2.offset == 5000 - j2.acked - 1
+    up2.on_ack(0, None, 200)  # a stale hint below the current numbering: ignored
+    assert j2.offset == 5000 - j2.acked - 1
+    j2.close()
+
+
+def test_no_previews_until_the_numbering_is_acked():
+    # A preview stored under seqs the bridge then RESYNCs would be stored twice: previews wait
+    # for this boot's first in-order ack (a fresh node has no earlier one).
+    node, j, up, _ = make()
+    node.clock.sync(1795300000000)
+    for _ in range(10):
+        node.window()
+    node.service(time.ticks_ms())
+    assert len(up.sent) == 1 and up.previews == []
+    up.on_ack(0, None, 50)  # RESYNC
+    node.service(time.ticks_ms())
+    assert up.previews == [] and _wire_seqs(up.sent[-1]) == [50, 51, 52, 53]
+    up.on_ack(53, None)
+    node.service(time.ticks_ms())
+    assert up.previews and _wire_seqs(up.previews[-1])[-1] == 59
 
 
 def test_status_record_fields():

@@ -17,6 +17,8 @@ _VERSION = const(1)
 _MAX_BATCH = const(16384)
 _RECORD_HEADER = const(15)
 _ACK_SIZE = const(16)
+_ACK_RESYNC = const(2)  # ack flags bit 1: RESYNC, a u32 next_seq follows (docs/protocol.md 3.1)
+_ACK_FRONTIER = const(4)  # ack flags bit 2: acked_seq is the in-order frontier, frees nothing
 _REC_FMT = "<IHBBIHB"  # seq boot kind flags ts_s ts_ms n
 _FLAGS_OFFSET = const(7)
 
@@ -140,14 +142,21 @@ class BatchBuilder:
 
 
 def decode_ack(buf):
-    """Ack body -> (acked_seq, time_ms or None)."""
-    if len(buf) != _ACK_SIZE:
-        raise CodecError("bad_length", str(len(buf)))
+    """Ack body -> (acked_seq, time_ms or None, next_seq, frontier): next_seq 0 unless a RESYNC
+    ack; frontier True when acked_seq is the bridge's in-order frontier (frees nothing)."""
+    n = len(buf)
+    if n != _ACK_SIZE and n != _ACK_SIZE + 4:
+        raise CodecError("bad_length", str(n))
     if buf[0] != 0x56 or buf[1] != 0x41:
         raise CodecError("bad_magic")
     if buf[2] != _VERSION:
         raise CodecError("bad_version")
+    if (n != _ACK_SIZE) != bool(buf[3] & _ACK_RESYNC):
+        raise CodecError("bad_length", str(n))
     seq = struct.unpack_from("<I", buf, 4)[0]
-    if buf[3] & 1:
-        return seq, struct.unpack_from("<Q", buf, 8)[0]
-    return seq, None
+    nxt = 0
+    if n != _ACK_SIZE:
+        nxt = struct.unpack_from("<I", buf, _ACK_SIZE)[0]
+        if not nxt:
+            raise CodecError("bad_seq")
+    return seq, struct.unpack_from("<Q", buf, 8)[0] if buf[3] & 1 else None, nxt, bool(buf[3] & _ACK_FRONTIER)

@@ -93,5 +93,9 @@ def decode_batch(buf):
     return nid, recs
 
 
-def encode_ack(acked_seq, time_ms=None):
-    return struct.pack("<2sBBIQ", b"VA", VERSION, 0 if time_ms is None else 1, acked_seq, time_ms or 0)
+def encode_ack(acked_seq, time_ms=None, next_seq=0, frontier=False):
+    # next_seq > 0: a RESYNC ack (flags bit 1, u32 next_seq appended; docs/protocol.md 3.1);
+    # frontier: flags bit 2, acked_seq is the in-order frontier, not a stored batch's end
+    flags = (0 if time_ms is None else 1) | (2 if next_seq else 0) | (4 if frontier else 0)
+    b = struct.pack("<2sBBIQ", b"VA", VERSION, flags, acked_seq, time_ms or 0)
+    return b + struct.pack("<I", next_seq) if next_seq else b

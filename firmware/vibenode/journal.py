@@ -1,7 +1,8 @@
 # Store-and-forward journal: records wait in flash until the bridge acknowledges them.
 #
 # Layout under `root` (docs/journal.md has the full story):
-#   state                 boot counter, ack cursor, drop count, seq floor (atomic: tmp + rename)
+#   state                 boot counter, ack cursor, drop count, seq floor, wire seq offset
+#                         (atomic: tmp + rename)
 #   <first>-<last>        one segment file per flush, names are the seq range in 8 hex digits
 # Each stored record: u16 LE length, u32 LE CRC-32 (of the length bytes then the record), record.
 #
@@ -18,7 +19,7 @@ from micropython import const
 
 _HDR = const(6)  # u16 length + u32 crc
 _STATE_MAGIC = b"VJ01"
-_STATE_LEN = const(30)  # magic 4, boot 2, acked 4, dropped 4, floor 4, clean 1, skip 2, pad 5, crc 4
+_STATE_LEN = const(30)  # magic 4, boot 2, acked 4, dropped 4, floor 4, clean 1, skip 2, offset 4, pad 1, crc 4
 _MAX_REC = const(0xFFFF)
 
 
@@ -136,7 +137,7 @@ class Journal:
             return None
         if crc32(memoryview(st)[: _STATE_LEN - 4]) != _u32(st, _STATE_LEN - 4):
             return None
-        return (_u16(st, 4), _u32(st, 6), _u32(st, 10), _u32(st, 14), st[18], _u16(st, 19))
+        return (_u16(st, 4), _u32(st, 6), _u32(st, 10), _u32(st, 14), st[18], _u16(st, 19), _u32(st, 21))
 
     def _write_state(self, clean=0):
         st = self._st
@@ -151,8 +152,9 @@ class Journal:
         skip = self._n_staged if self._n_staged > self.flush_records else self.flush_records
         _put_u16(st, 19, skip)
         self._skip = skip
-        for i in range(21, _STATE_LEN - 4):
-            st[i] = 0
+        # offset: a state file written before it existed has zeros here (offset 0)
+        _put_u32(st, 21, self.offset)
+        st[25] = 0
         _put_u32(st, _STATE_LEN - 4, crc32(memoryview(st)[: _STATE_LEN - 4]))
         tmp = self.root + "/state.tmp"
         with open(tmp, "wb") as f:
@@ -163,10 +165,11 @@ class Journal:
     def _boot_recover(self):
         state = self._read_state()
         if state is None:
-            boot, acked, dropped, floor, clean, skip = 0, 0, 0, 1, 1, 0
+            boot, acked, dropped, floor, clean, skip, offset = 0, 0, 0, 1, 1, 0, 0
         else:
-            boot, acked, dropped, floor, clean, skip = state
+            boot, acked, dropped, floor, clean, skip, offset = state
         self._acked = acked
+        self.offset = offset
         self.dropped = dropped
         segs = []
         for ent in os.ilistdir(self.root):
@@ -295,6 +298,13 @@ class Journal:
         self._smv[0:n] = self._smv[self._lo : self._hi]
         self._lo = 0
         self._hi = n
+
+    def set_offset(self, offset):
+        """Records go out as seq + offset from now on (docs/protocol.md 3.1: the bridge asked
+        this node to number on past what it already holds). Records keep their seq in the
+        journal (nothing is rewritten); the offset is in the state file before this returns."""
+        self.offset = offset
+        self._write_state()
 
     def set_flush(self, flush_records, flush_ms):
         """Change the flush policy (e.g. fill whole blocks while the link is down).

@@ -173,16 +173,35 @@ class Node:
         except Exception as e:
             self.health.error("journal_policy", e)
 
-    def _on_ack(self, seq, time_ms):
+    def _on_ack(self, seq, time_ms, next_seq=0, frontier=False):
         self.acks += 1
         self._set_offline(False)
         if time_ms is not None:
             self.clock.sync(time_ms)
         j = self.journal
+        if next_seq:
+            # RESYNC (docs/protocol.md 3.1): the bridge holds other records under the seqs this
+            # node sent (its flash was wiped, its journal state lost) and stored nothing of that
+            # batch. Number on from next_seq: the oldest unacked record goes out as next_seq.
+            # Journaled records keep their seq; the wire seq is seq + offset (persisted).
+            d = next_seq - j.acked - 1
+            if d > j.offset:  # only ever forward: a late or repeated RESYNC changes nothing
+                self.health.error("seq_reset", next_seq)
+                try:
+                    j.set_offset(d)
+                except Exception as e:
+                    self.health.error("journal_ack", e)
+                    return
+            self.inflight = None  # send again at once, renumbered
+            self.sent_hi = j.acked
+            self.acked_seq = 0  # no previews until the new numbering is acked
+            return
+        seq -= j.offset  # wire -> journal seq; an ack from before a RESYNC lands <= acked
         if seq >= j.next_seq:
-            # the bridge holds more than we ever wrote (flash wiped?): free what we have
+            # The bridge holds more than this node ever numbered (its flash was wiped): free
+            # nothing; the first batch the bridge refuses brings the RESYNC.
             self.health.error("ack_ahead", seq)
-            seq = j.next_seq - 1
+            seq = 0
         elif seq > self.sent_hi:
             # The bridge claims records this node has not sent in order yet (after a reboot its
             # frontier may legitimately be ahead: they are resent and deduplicated). Never free
@@ -192,6 +211,12 @@ class Node:
             else:
                 self.health.error("ack_beyond_sent", seq)
             seq = self.sent_hi
+        if frontier:
+            # The answer to a HELLO, a time request or previews: the bridge's in-order frontier,
+            # information only. After a wipe it names other records: it never frees anything.
+            if self.inflight is not None and not self.inflight[2]:
+                self.inflight = None  # the time request is answered
+            return
         if seq > self.acked_seq or seq >= 1:
             try:
                 j.ack(seq)
@@ -210,6 +235,13 @@ class Node:
         if not b.add(r, flags):
             return False
         buf = b.buf
+        d = self.journal.offset
+        if d:  # on the wire: journal seq + offset (RESYNC)
+            d += buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24)
+            buf[off] = d & 0xFF
+            buf[off + 1] = (d >> 8) & 0xFF
+            buf[off + 2] = (d >> 16) & 0xFF
+            buf[off + 3] = (d >> 24) & 0xFF
         clk = self.clock
         if clk.synced and not buf[off + 7] & _CLOCK_SYNCED and (buf[off + 4] | (buf[off + 5] << 8)) == self.journal.boot:
             up = (buf[off + 8] | (buf[off + 9] << 8) | (buf[off + 10] << 16) | (buf[off + 11] << 24)) * 1000
@@ -365,7 +397,9 @@ class Node:
                 # has not reached go out at once as a preview (once per record). Not when the
                 # only thing ahead of them is the batch in flight: its ack is one round trip.
                 sent_hi = self.inflight[1] if self.inflight is not None else self.journal.acked
-                if self.live_from > self.previewed and self.live_from > sent_hi + 1 and self.clock.synced:
+                # Not before this boot's numbering is confirmed by an in-order ack (acked_seq): a
+                # preview stored under seqs the bridge then RESYNCs would be stored twice.
+                if self.live_from > self.previewed and self.live_from > sent_hi + 1 and self.clock.synced and self.acked_seq:
                     try:
                         self._preview()
                     except Exception as e:

@@ -5,7 +5,7 @@
 # persistent session subscribed to the bridge's ack topic at QoS 1, TLS.
 #
 # Same interface as uplink_mqtt.MqttUplink, so node.py uses either: connected, reconnects,
-# on_ack(seq, time_ms), service(), send(batch) -> bool, wait(timeout_ms), close().
+# on_ack(seq, time_ms, next_seq, frontier), service(), send(batch) -> bool, wait(timeout_ms), close().
 #
 # The socket pool is the port's (socketpool.SocketPool(wifi.radio) on a board, the `socket`
 # module on CPython). minimqtt sees it through _Pool, whose sockets keep their own timeouts:
@@ -347,12 +347,12 @@ class MqttUplink:
 
     def _on_message(self, client, topic, msg):
         try:
-            seq, time_ms = decode_ack(msg)
+            a = decode_ack(msg)
         except CodecError as e:
             self.health.error("ack_" + e.reason, None)
             return
         if self.on_ack:
-            self.on_ack(seq, time_ms)
+            self.on_ack(*a)  # (acked seq, time_ms or None, RESYNC next_seq or 0, frontier)
 
     def close(self):
         """Graceful stop: offline state, DISCONNECT (the will is not published)."""

@@ -3,7 +3,7 @@
 # reconnect with exponential backoff and jitter, a retained online state with an offline
 # last will, a persistent session subscribed to the bridge's ack topic at QoS 1, TLS.
 #
-# Interface shared with uplink_serial: connected, reconnects, on_ack(seq, time_ms),
+# Interface shared with uplink_serial: connected, reconnects, on_ack(seq, time_ms, next_seq, frontier),
 # service(), send(batch) -> bool, wait(timeout_ms), close().
 import json
 import random
@@ -264,12 +264,12 @@ class MqttUplink:
 
     def _on_message(self, topic, msg):
         try:
-            seq, time_ms = decode_ack(msg)
+            a = decode_ack(msg)
         except CodecError as e:
             self.health.error("ack_" + e.reason, None)
             return
         if self.on_ack:
-            self.on_ack(seq, time_ms)
+            self.on_ack(*a)  # (acked seq, time_ms or None, RESYNC next_seq or 0, frontier)
 
     def close(self):
         """Graceful stop: offline state, DISCONNECT (the will is not published)."""

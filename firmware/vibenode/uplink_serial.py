@@ -77,7 +77,7 @@ class SerialUplink:
 
     def _on_frame(self, ftype, payload):
         try:
-            seq, time_ms = decode_ack(payload)
+            a = decode_ack(payload)
         except CodecError as e:
             self.health.error("ack_" + e.reason, None)
             return
@@ -87,7 +87,7 @@ class SerialUplink:
         self.greeted = True
         self._last_rx = now
         if self.on_ack:
-            self.on_ack(seq, time_ms)
+            self.on_ack(*a)  # (acked seq, time_ms or None, RESYNC next_seq or 0, frontier)
 
     @property
     def garbage(self):
