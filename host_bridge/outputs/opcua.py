@@ -199,6 +199,24 @@ _NULL = ua.Variant(None, ua.VariantType.Null)
 _FLOAT = ua.VariantType.Float
 
 
+_new = object.__new__
+_Variant = ua.Variant
+
+
+def _shared_dv(variant: ua.Variant, code: ua.StatusCode, src: dt.datetime, srv: dt.datetime) -> _SharedDataValue:
+    """_SharedDataValue(variant, code, src, srv) without the dataclass __init__/__post_init__
+    (which only wrap a non-Variant value): every slot set, the same object field for field."""
+    d = _new(_SharedDataValue)
+    d.Encoding = 0
+    d.Value = variant
+    d.StatusCode = code
+    d.SourceTimestamp = src
+    d.ServerTimestamp = srv
+    d.SourcePicoseconds = None
+    d.ServerPicoseconds = None
+    return d
+
+
 def value_datavalue(v: float, name: str, flags: int, quality: Quality, src: dt.datetime, srv: dt.datetime) -> ua.DataValue:
     if quality is Quality.OFFLINE or quality is Quality.INITIAL:
         code = _STATUS_CODES[quality]
@@ -208,8 +226,14 @@ def value_datavalue(v: float, name: str, flags: int, quality: Quality, src: dt.d
         variant = _NULL
     else:
         code = _STATUS_CODES[quality]
-        variant = ua.Variant(v, _FLOAT, None, False)
-    return _SharedDataValue(variant, code, src, srv)
+        # Variant(v, Float, None, False) minus __post_init__, whose checks cannot fire for a
+        # float of a known type (one of these per value per record: the hot path)
+        variant = _new(_Variant)
+        variant.Value = v
+        variant.VariantType = _FLOAT
+        variant.Dimensions = None
+        variant.is_array = False
+    return _shared_dv(variant, code, src, srv)
 
 
 # -- node status variables ---------------------------------------------------------------------
