@@ -19,12 +19,14 @@ from host_bridge.codec import RawRecord, raw_to_record
 from host_bridge.metrics import Counters
 from host_bridge.model import FLAG_CLOCK_SYNCED, FLAG_HISTORICAL, FLAG_PREVIEW, Record
 from host_bridge.ratelimit import RateLimiter
-from host_bridge.store import Historian
+from host_bridge.store import Historian, SeqConflict
 from host_bridge.tags import TagStore, now_ms
 
 log = logging.getLogger("host_bridge.ingest")
 
-Reply = Callable[[str, int], None]  # reply(node_id, acked_seq)
+# reply(node_id, acked_seq, next_seq=0, frontier=False): an ack (docs/protocol.md section 3);
+# next_seq > 0 makes it a RESYNC, frontier=True says acked_seq is the in-order frontier.
+Reply = Callable[..., None]
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Ingest:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._last_seq: dict[str, int] = {}  # highest stored seq per node, for gap detection
+        self._resync: dict[str, int] = {}  # last RESYNC next_seq per node (one reset, many resends)
         # per-node token bucket before the queue (host_bridge/ratelimit.py); RateLimiter(0): off
         self.limiter = rate_limiter if rate_limiter is not None else RateLimiter()
 
@@ -176,6 +179,14 @@ class Ingest:
             new_flags = insert_raw(batches) if n_in else None
         else:  # another Historian: the Record interface
             new_flags = self._insert_records(batches)
+        refused: dict[int, SeqConflict] = {}
+        if new_flags is not None:
+            refused = {i: fl for i, fl in enumerate(new_flags) if isinstance(fl, SeqConflict)}
+        if refused:  # sequence resets: those batches stored nothing and are answered with RESYNC
+            keep = [i for i in range(len(batches)) if i not in refused]
+            n_in -= sum(len(batches[i][3]) for i in refused)
+            batches = [batches[i] for i in keep]
+            new_flags = [new_flags[i] for i in keep]
         n_new = n_in if new_flags is None else sum(sum(fl) for fl in new_flags)
         self.counters.inc("records_in", n_in)
         self.counters.inc("records_stored", n_new)
@@ -184,25 +195,54 @@ class Ingest:
         if n_new:
             self._apply_tags(batches, new_flags)
         last_seq = self._last_seq
-        for m, node_id, raws in accepted:
+        for i, (m, node_id, raws) in enumerate(accepted):
+            conflict = refused.get(i)
+            if conflict is not None:
+                self._refuse(m, node_id, raws, conflict)
+                continue
             self.counters.inc("batches_ok")
             if m.reply is None:
                 continue
             # The last in-order record of the batch; a batch of previews only is answered with
-            # the in-order frontier, so it never frees the node's unsent backlog.
+            # the in-order frontier (flagged so), so it never frees the node's unsent backlog.
             seq = 0
             for r in reversed(raws):
                 if not r[3] & FLAG_PREVIEW:
                     seq = r[0]
                     break
-            if not seq:
-                seq = last_seq.get(node_id, 0)
             try:
-                m.reply(node_id, seq)
+                if seq:
+                    m.reply(node_id, seq)
+                else:
+                    m.reply(node_id, last_seq.get(node_id, 0), frontier=True)
                 self.counters.inc("acks_sent")
             except Exception as e:  # the link dropped; the node will resend and we dedupe
                 log.warning("ack to %s via %s failed: %s", node_id, m.source, e)
                 self.counters.inc("acks_failed")
+
+    def _refuse(self, m: Inbound, node_id: str, raws: list[RawRecord], c: SeqConflict) -> None:
+        """A batch reused a seq for another record: the node lost its numbering (flash wiped,
+        board replaced under the same id). Acking it as a duplicate would make the node free
+        records nobody stored; store nothing, tell it where to number on (docs/protocol.md 3.1)."""
+        self.counters.inc("batches_seq_conflict")
+        nxt = self.historian.max_seq(node_id, previews=True) + 1
+        if self._resync.get(node_id) != nxt:  # one reset, however often the batch is resent
+            self._resync[node_id] = nxt
+            self.counters.inc("seq_resets")
+            self.tags.add_seq_reset(node_id)
+            log.warning(
+                "node %s reused seq %d for another record (stored boot %d kind %d t=%d.%03d, got boot %d kind %d "
+                "t=%d.%03d): sequence reset (flash wiped?), batch of %d refused, node told to number on from %d",
+                node_id, c.seq, *c.stored[:2], *c.stored[3:5], *c.got[:2], *c.got[3:5], len(raws), nxt,
+            )
+        if m.reply is None:
+            return
+        try:
+            m.reply(node_id, 0, next_seq=nxt)
+            self.counters.inc("acks_resync")
+        except Exception as e:
+            log.warning("resync to %s via %s failed: %s", node_id, m.source, e)
+            self.counters.inc("acks_failed")
 
     def _insert_records(self, batches) -> list[list[bool]] | None:
         recs = [raw_to_record(node, r, rcv, src) for node, rcv, src, raws in batches for r in raws]

@@ -11,6 +11,7 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,37 @@ class Historian(Protocol):
         self, node_id: str, start_ms: int, end_ms: int, kind: int = 0, limit: int | None = None
     ) -> list[Record]: ...
     def close(self) -> None: ...
+
+
+# Two copies of one record may differ in time only when the node converted its uptime stamp
+# to Unix time at each send with a clock re-estimated in between (ms, plus crystal drift over
+# a long outage: ~2 s after 10 h at 50 ppm). docs/protocol.md section 3.1.
+SAME_RECORD_TIME_TOLERANCE_MS = 10_000
+
+
+def same_record(stored: Sequence, got: Sequence) -> bool:
+    """Is `got` a resend of the stored record with the same (node, seq)? Both as
+    (boot, kind, flags, ts_s, ts_ms, value bytes). A resend carries the journal's bytes: boot,
+    kind and values are identical; flags differ by what is set at send time (HISTORICAL,
+    PREVIEW, CLOCK_SYNCED with a converted time). Anything else is another record under a
+    reused seq: the node lost its numbering (flash wiped) -- a sequence reset."""
+    if stored[0] != got[0] or stored[1] != got[1] or bytes(stored[5]) != bytes(got[5]):
+        return False
+    s_sync, g_sync = stored[2] & FLAG_CLOCK_SYNCED, got[2] & FLAG_CLOCK_SYNCED
+    if s_sync and g_sync:
+        return abs((stored[3] - got[3]) * 1000 + stored[4] - got[4]) <= SAME_RECORD_TIME_TOLERANCE_MS
+    if not s_sync and not g_sync:
+        return stored[3] == got[3] and stored[4] == got[4]  # uptime stamps are never rewritten
+    return True  # converted once, sent as stamped another time (a later boot): values decide
+
+
+@dataclass(frozen=True)
+class SeqConflict:
+    """A batch refused whole: it carries `seq`, which the historian holds as another record."""
+
+    seq: int
+    stored: tuple  # (boot, kind, flags, ts_s, ts_ms) of the stored record
+    got: tuple  # the same fields of the record in the batch
 
 
 def source_time_ms(r: Record) -> int:
@@ -115,10 +147,14 @@ class SqliteHistorian:
                 raise
         return new
 
-    def insert_raw(self, batches: Sequence[tuple[str, int, str, Sequence[RawRecord]]]) -> list[list[bool]] | None:
+    def insert_raw(
+        self, batches: Sequence[tuple[str, int, str, Sequence[RawRecord]]]
+    ) -> list[list[bool] | SeqConflict] | None:
         """The ingest hot path: batches of raw records (node, received_ms, source, raws), the
         values stored as the wire bytes. One transaction. Returns None when every record was
-        new (the usual case), else per batch a list of flags: True where the record was new.
+        new (the usual case), else per batch a list of flags: True where the record was new,
+        or a SeqConflict when the batch reuses a seq for another record (nothing of it is
+        stored; docs/protocol.md section 3.1).
         """
         rows = []
         extend = rows.extend
@@ -146,12 +182,21 @@ class SqliteHistorian:
                 cur.execute("ROLLBACK")  # some were resends: redo it knowing which are new
                 cur.execute("BEGIN IMMEDIATE")
                 flags = self._new_flags(cur, batches)
-                new_rows = [row for row, isnew in zip(rows, (x for fl in flags for x in fl)) if isnew]
+                new_rows, in_order_again = [], []
+                i = 0
+                for fl, b in zip(flags, batches):
+                    n = len(b[3])
+                    if not isinstance(fl, SeqConflict):  # a refused batch stores nothing
+                        for row, isnew in zip(rows[i : i + n], fl):
+                            if isnew:
+                                new_rows.append(row)
+                            elif not row[4] & FLAG_PREVIEW:
+                                in_order_again.append((row[0], row[1]))
+                    i += n
                 cur.executemany(_INSERT_RAW.replace("OR IGNORE ", ""), new_rows)
                 cur.executemany(
                     f"UPDATE records SET flags = flags & ~{FLAG_PREVIEW} WHERE node=? AND seq=? AND flags & {FLAG_PREVIEW}",
-                    [(row[0], row[1]) for row, isnew in zip(rows, (x for fl in flags for x in fl))
-                     if not isnew and not row[4] & FLAG_PREVIEW],
+                    in_order_again,
                 )
                 cur.execute("COMMIT")
             except BaseException:
@@ -160,17 +205,29 @@ class SqliteHistorian:
         return flags
 
     @staticmethod
-    def _new_flags(cur: sqlite3.Cursor, batches) -> list[list[bool]]:
-        """Per batch, which raw records are not stored yet (first copy of each key)."""
+    def _new_flags(cur: sqlite3.Cursor, batches) -> list[list[bool] | SeqConflict]:
+        """Per batch, which raw records are not stored yet (first copy of each key), or a
+        SeqConflict when a record differs from the one stored under its seq."""
         seen: dict[str, set[int]] = {}
-        q = "SELECT seq FROM records WHERE node=? AND seq BETWEEN ? AND ?"
-        out = []
+        q = "SELECT seq, boot, kind, flags, ts_s, ts_ms, vals FROM records WHERE node=? AND seq BETWEEN ? AND ?"
+        out: list[list[bool] | SeqConflict] = []
         for node, _, _, raws in batches:
             have = seen.get(node)
             if have is None:
                 have = seen[node] = set()
             if raws:
-                have.update(row[0] for row in cur.execute(q, (node, raws[0][0], raws[-1][0])))
+                stored = {row[0]: row[1:] for row in cur.execute(q, (node, raws[0][0], raws[-1][0]))}
+                conflict = None
+                if stored:
+                    for r in raws:
+                        st = stored.get(r[0])
+                        if st is not None and not same_record(st, r[1:]):
+                            conflict = SeqConflict(r[0], tuple(st[:5]), tuple(r[1:6]))
+                            break
+                if conflict is not None:
+                    out.append(conflict)
+                    continue
+                have.update(stored)
             fl = []
             for r in raws:
                 fl.append(r[0] not in have)
@@ -195,14 +252,16 @@ class SqliteHistorian:
                     new.append(r)
         return new
 
-    def max_seq(self, node_id: str) -> int:
+    def max_seq(self, node_id: str, previews: bool = False) -> int:
         """The highest seq of this node stored in order: what an ack (or a HELLO answer) may
         name. Previews (live records sent ahead of a backlog) do not count until their
-        in-order copy arrives: acking one would free the node's unsent backlog."""
-        q = f"SELECT seq FROM records WHERE node=? AND (flags & {FLAG_PREVIEW}) = 0 ORDER BY seq DESC LIMIT 1"
+        in-order copy arrives: acking one would free the node's unsent backlog. With
+        previews=True: the highest seq held at all (a RESYNC must go past every one)."""
+        q = (f"SELECT seq FROM records WHERE node=? AND (flags & {FLAG_PREVIEW}) = 0 ORDER BY seq DESC LIMIT 1"
+             if not previews else "SELECT MAX(seq) FROM records WHERE node=?")
         with self._rlock:
             row = self._reader.execute(q, (node_id,)).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0]) if row and row[0] is not None else 0
 
     def count_between(self, node_id: str, lo: int, hi: int) -> int:
         """Rows of this node with lo <= seq <= hi (the writer's view: call from the writer)."""

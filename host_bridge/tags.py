@@ -44,6 +44,7 @@ class NodeState:
     online: bool | None = None  # None: unknown (no state message yet)
     records: int = 0
     gaps: int = 0  # sequence numbers skipped by the node (quota drops, losses)
+    seq_resets: int = 0  # times the node reused seqs for new records (flash wiped) and was resynced
     version: int = 0  # bumps on every change
 
     def copy(self) -> NodeState:
@@ -145,6 +146,14 @@ class TagStore:
         with self._lock:
             st = self._nodes.setdefault(node_id, NodeState(node_id))
             st.gaps += missing
+            st.version += 1
+        self._notify({node_id})
+
+    def add_seq_reset(self, node_id: str) -> None:
+        """Count a sequence reset of the node (docs/protocol.md 3.1; found by the ingest)."""
+        with self._lock:
+            st = self._nodes.setdefault(node_id, NodeState(node_id))
+            st.seq_resets += 1
             st.version += 1
         self._notify({node_id})
 

@@ -102,6 +102,7 @@ def snapshot(bridge, at_ms: int | None = None) -> dict:
                 "boot": st.boot,
                 "records": st.records,
                 "gaps": st.gaps,
+                "seq_resets": st.seq_resets,
                 "historical": bool(st.flags & FLAG_HISTORICAL),
                 "flags": st.flags,
                 "values": {k: _num(v) for k, v in st.values.items()},

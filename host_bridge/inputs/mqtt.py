@@ -138,8 +138,8 @@ class MqttInput:
             return
         self.tags.set_online(node_id, online)
 
-    def _reply(self, node_id: str, seq: int) -> None:
-        self.client.publish(f"{self.prefix}/{node_id}/ack", codec.encode_ack(seq, now_ms()), qos=1)
+    def _reply(self, node_id: str, seq: int, next_seq: int = 0, frontier: bool = False) -> None:
+        self.client.publish(f"{self.prefix}/{node_id}/ack", codec.encode_ack(seq, now_ms(), next_seq, frontier), qos=1)
 
 
 def _nodelay(client, userdata, sock) -> None:

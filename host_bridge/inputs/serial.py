@@ -134,13 +134,13 @@ class SerialInput:
         self.node_id = node_id
         self.counters.inc("serial_hellos")
         self.tags.set_online(node_id, True)
-        self._reply(node_id, self.historian.max_seq(node_id))
+        self._reply(node_id, self.historian.max_seq(node_id), frontier=True)
 
-    def _reply(self, node_id: str, seq: int) -> None:
+    def _reply(self, node_id: str, seq: int, next_seq: int = 0, frontier: bool = False) -> None:
         ser = self._ser
         if ser is None:
             raise OSError(f"{self.cfg.port} is closed")
-        frame = codec.encode_frame(codec.FRAME_ACK, codec.encode_ack(seq, now_ms()))
+        frame = codec.encode_frame(codec.FRAME_ACK, codec.encode_ack(seq, now_ms(), next_seq, frontier))
         with self._wlock:
             ser.write(frame)
         self.tags.set_online(node_id, True)  # a stored batch proves the link is up
