@@ -59,6 +59,8 @@ class Ingest:
         self._stopping = threading.Event()
         self._last_seq: dict[str, int] = {}  # highest stored seq per node, for gap detection
         self._resync: dict[str, int] = {}  # last RESYNC next_seq per node (one reset, many resends)
+        self._held: dict[str, int] = {}  # highest seq held per node (previews included), committed
+        self.apply_before_commit = True  # show records above all held ones before their commit
         # per-node token bucket before the queue (host_bridge/ratelimit.py); RateLimiter(0): off
         self.limiter = rate_limiter if rate_limiter is not None else RateLimiter()
 
@@ -174,6 +176,7 @@ class Ingest:
         for node_id in {a[1] for a in accepted} - self._last_seq.keys():
             self._last_seq[node_id] = self.historian.max_seq(node_id)  # 0: a node we never saw
         batches = [(node_id, m.received_ms, m.source, raws) for m, node_id, raws in accepted]
+        early = self._apply_early(batches) if self.apply_before_commit else set()
         insert_raw = getattr(self.historian, "insert_raw", None)
         if insert_raw is not None:
             new_flags = insert_raw(batches) if n_in else None
@@ -192,6 +195,17 @@ class Ingest:
         self.counters.inc("records_stored", n_new)
         self.counters.inc("records_duplicate", n_in - n_new)
         self._count_gaps(batches)
+        held = self._held
+        for node_id, _, _, raws in batches:
+            if raws:
+                top = max(r[0] for r in raws)
+                if top > held.get(node_id, 0):
+                    held[node_id] = top
+        if early:  # shown before the commit already: apply only the rest
+            if new_flags is None:
+                new_flags = [[True] * len(b[3]) for b in batches]
+            new_flags = [[False] * len(fl) if id(b) in early else fl for b, fl in zip(batches, new_flags)]
+            n_new = sum(sum(fl) for fl in new_flags)
         if n_new:
             self._apply_tags(batches, new_flags)
         last_seq = self._last_seq
@@ -219,6 +233,32 @@ class Ingest:
             except Exception as e:  # the link dropped; the node will resend and we dedupe
                 log.warning("ack to %s via %s failed: %s", node_id, m.source, e)
                 self.counters.inc("acks_failed")
+
+    def _apply_early(self, batches) -> set[int]:
+        """Apply to the tags, before the commit, the batches whose every record is above all
+        seqs held for the node (previews included): those can be neither duplicates nor a
+        sequence reset, so they will be stored. The commit can take an fsync (milliseconds on
+        an SSD, tens on a disk); live values need not wait for it, only acks do. Returns the
+        ids of the batches applied. If the commit then fails, nothing is acked, the node
+        resends, and the same values are applied again (counted twice in `records`, no more)."""
+        held = self._held
+        for node_id in {b[0] for b in batches} - held.keys():
+            held[node_id] = self.historian.max_seq(node_id, previews=True)
+        running = dict(held)
+        fresh = []
+        for b in batches:
+            node_id, raws = b[0], b[3]
+            if not raws:
+                continue
+            lo = min(r[0] for r in raws)
+            if lo > running[node_id]:
+                fresh.append(b)
+                running[node_id] = max(r[0] for r in raws)
+            else:
+                running[node_id] = max(running[node_id], max(r[0] for r in raws))
+        if fresh:
+            self._apply_tags(fresh, None)
+        return {id(b) for b in fresh}
 
     def _refuse(self, m: Inbound, node_id: str, raws: list[RawRecord], c: SeqConflict) -> None:
         """A batch reused a seq for another record: the node lost its numbering (flash wiped,

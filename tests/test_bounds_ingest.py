@@ -58,7 +58,7 @@ class NullHistorian:
     def insert(self, records):
         return list(records)
 
-    def max_seq(self, node_id):
+    def max_seq(self, node_id, previews=False):
         return 0
 
 
