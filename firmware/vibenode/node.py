@@ -78,7 +78,8 @@ class Node:
         self.previews = 0
         self.converted = 0  # unsynced same-boot records sent with a converted (Unix) time
         # Flush policy: short while the link is up (acks usually free records while they are
-        # still staged, so flash sees nothing), whole blocks while it is down.
+        # still staged, so flash sees nothing), whole blocks while it is down and while a
+        # backlog deeper than a block drains (see _set_offline). `offline`: whole blocks now.
         jc = cfg.get("journal") or {}
         self._flush_up = (jc.get("flush_records", journal.flush_records), jc.get("flush_ms", journal.flush_ms))
         self._flush_down = (jc.get("offline_flush_records", self._flush_up[0]), jc.get("offline_flush_ms", self._flush_up[1]))
@@ -164,6 +165,14 @@ class Node:
     # -- uplink ----------------------------------------------------------------------------
 
     def _set_offline(self, offline):
+        """Whole-block flushes (the offline policy) while the link is down, and while acks
+        arrive but more than a block's worth of records (offline flush size) is unacked: the
+        in-order stream reaches RAM only after that backlog, so short flushes would write
+        anyway, a few records per block. Short again once fewer than the short flush size are
+        unacked (staged records then go out next and are acked while staged: never written)."""
+        if not offline:
+            d = self.journal.depth
+            offline = d > self._flush_down[0] or (self.offline and d >= self._flush_up[0])
         if offline == self.offline:
             return
         self.offline = offline
@@ -175,7 +184,8 @@ class Node:
 
     def _on_ack(self, seq, time_ms, next_seq=0, frontier=False):
         self.acks += 1
-        self._set_offline(False)
+        if self.offline:
+            self._set_offline(False)  # link back: short flushes unless a deep backlog drains
         if time_ms is not None:
             self.clock.sync(time_ms)
         j = self.journal
@@ -222,6 +232,7 @@ class Node:
                 j.ack(seq)
             except Exception as e:
                 self.health.error("journal_ack", e)
+        self._set_offline(False)  # the backlog left after this ack sets the flush policy
         if seq > self.acked_seq:
             self.acked_seq = seq
         if self.inflight is not None and seq >= self.inflight[1]:
