@@ -40,6 +40,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=repr)
 
 
+CHATTY_LIBRARIES = ("asyncua", "pymodbus", "amqtt", "transitions")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -59,3 +60,9 @@ def setup_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # The protocol libraries log routine traffic at INFO (asyncua: a line per OPC UA publish
+    # request, 100/s per client at a 10 ms publishing interval): an operator's log at the
+    # default level carries their warnings and errors only; --log-level debug shows it all.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else max(root.level, logging.WARNING)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)

@@ -241,3 +241,26 @@ def test_json_log_lines():
     assert "ValueError: boom" in lines[1]["exc"]
     assert isinstance(JsonFormatter().format(logging.LogRecord("x", 20, "", 0, "m", (), None)), str)
     setup_logging("warning", "text")
+
+
+def test_protocol_libraries_routine_info_stays_out_of_the_operator_log():
+    """asyncua logs every OPC UA publish request at INFO (100 lines/s per client at a 10 ms
+    publishing interval): at the default level only the libraries' warnings reach the log."""
+    buf = io.StringIO()
+    setup_logging("info", "text", stream=buf)
+    try:
+        sub = logging.getLogger("asyncua.server.subscription_service")
+        sub.info("publish request with acks %s", [])
+        sub.warning("subscription expired")
+        logging.getLogger("pymodbus.logging").info("recv: 0x0 0x1")
+        logging.getLogger("host_bridge.ingest").info("connected to broker")
+        text = buf.getvalue()
+        assert "publish request" not in text and "recv:" not in text
+        assert "subscription expired" in text and "connected to broker" in text
+        buf.truncate(0)
+        buf.seek(0)
+        setup_logging("debug", "text", stream=buf)
+        sub.info("publish request with acks %s", [])
+        assert "publish request" in buf.getvalue()
+    finally:
+        setup_logging("warning", "text")
