@@ -36,6 +36,8 @@ class Inbound:
     expected_node: str | None  # node id the topic / serial session vouches for
     reply: Reply | None
     received_ms: int = 0
+    decoded: tuple[str, list[RawRecord]] | None = None  # decoded on arrival (submit)
+    shown: bool = False  # its records went to the tags on arrival, before the commit
 
 
 class Ingest:
@@ -59,8 +61,11 @@ class Ingest:
         self._stopping = threading.Event()
         self._last_seq: dict[str, int] = {}  # highest stored seq per node, for gap detection
         self._resync: dict[str, int] = {}  # last RESYNC next_seq per node (one reset, many resends)
-        self._held: dict[str, int] = {}  # highest seq held per node (previews included), committed
-        self.apply_before_commit = True  # show records above all held ones before their commit
+        # Records above every seq seen for their node are shown on arrival (submit), before the
+        # commit; _seen is the highest seq of each node seen on arrival (or held at start).
+        self.apply_before_commit = True
+        self._seen: dict[str, int] = {}
+        self._seen_lock = threading.Lock()  # several inputs (MQTT, serial ports) submit at once
         # per-node token bucket before the queue (host_bridge/ratelimit.py); RateLimiter(0): off
         self.limiter = rate_limiter if rate_limiter is not None else RateLimiter()
 
@@ -87,12 +92,41 @@ class Ingest:
                 log.warning("%s over its rate limit (%g batches/s): dropped, not acked; %d so far",
                             node or msg.source, self.limiter.rate, n)
             return False
+        fresh = False
+        if self.apply_before_commit:
+            msg.decoded = self.decode_raw(msg)
+            if msg.decoded is None:
+                return False  # rejected and counted; nothing to store or ack
+            fresh = msg.shown = self._fresh(*msg.decoded)
         try:
             self._q.put_nowait(msg)
-            return True
         except queue.Full:
             self.counters.inc("ingest_queue_full")
+            msg.shown = False
             return False
+        if fresh:
+            node_id, raws = msg.decoded
+            self._apply_tags([(node_id, msg.received_ms, msg.source, raws)], None)
+        return True
+
+    def _fresh(self, node_id: str, raws: list[RawRecord]) -> bool:
+        """Is every record of this batch above every seq seen for the node (on arrival, and
+        held by the historian at start, previews included)? Then it can be neither a resend
+        nor a sequence reset: it will be stored, and its values can be shown before the commit
+        (which ends in an fsync: milliseconds on an SSD, tens on a disk, more while a WAL
+        checkpoint runs). Only its ack waits for the commit. Every batch passes here in
+        arrival order, fresh or not, so the running maximum needs nothing from the worker."""
+        if not raws:
+            return False
+        seqs = [r[0] for r in raws]
+        with self._seen_lock:
+            seen = self._seen.get(node_id)
+            if seen is None:
+                seen = self._seen[node_id] = self.historian.max_seq(node_id, previews=True)
+            top = max(seqs)
+            if top > seen:
+                self._seen[node_id] = top
+            return min(seqs) > seen
 
     # -- worker ---------------------------------------------------------------------------
 
@@ -166,7 +200,7 @@ class Ingest:
         accepted: list[tuple[Inbound, str, list[RawRecord]]] = []
         n_in = 0
         for m in group:
-            decoded = self.decode_raw(m)
+            decoded = m.decoded if m.decoded is not None else self.decode_raw(m)
             if decoded is None:
                 continue
             accepted.append((m, decoded[0], decoded[1]))
@@ -176,7 +210,7 @@ class Ingest:
         for node_id in {a[1] for a in accepted} - self._last_seq.keys():
             self._last_seq[node_id] = self.historian.max_seq(node_id)  # 0: a node we never saw
         batches = [(node_id, m.received_ms, m.source, raws) for m, node_id, raws in accepted]
-        early = self._apply_early(batches) if self.apply_before_commit else set()
+        early = {id(b) for b, (m, _, _) in zip(batches, accepted) if m.shown}
         insert_raw = getattr(self.historian, "insert_raw", None)
         if insert_raw is not None:
             new_flags = insert_raw(batches) if n_in else None
@@ -195,12 +229,6 @@ class Ingest:
         self.counters.inc("records_stored", n_new)
         self.counters.inc("records_duplicate", n_in - n_new)
         self._count_gaps(batches)
-        held = self._held
-        for node_id, _, _, raws in batches:
-            if raws:
-                top = max(r[0] for r in raws)
-                if top > held.get(node_id, 0):
-                    held[node_id] = top
         if early:  # shown before the commit already: apply only the rest
             if new_flags is None:
                 new_flags = [[True] * len(b[3]) for b in batches]
@@ -233,32 +261,6 @@ class Ingest:
             except Exception as e:  # the link dropped; the node will resend and we dedupe
                 log.warning("ack to %s via %s failed: %s", node_id, m.source, e)
                 self.counters.inc("acks_failed")
-
-    def _apply_early(self, batches) -> set[int]:
-        """Apply to the tags, before the commit, the batches whose every record is above all
-        seqs held for the node (previews included): those can be neither duplicates nor a
-        sequence reset, so they will be stored. The commit can take an fsync (milliseconds on
-        an SSD, tens on a disk); live values need not wait for it, only acks do. Returns the
-        ids of the batches applied. If the commit then fails, nothing is acked, the node
-        resends, and the same values are applied again (counted twice in `records`, no more)."""
-        held = self._held
-        for node_id in {b[0] for b in batches} - held.keys():
-            held[node_id] = self.historian.max_seq(node_id, previews=True)
-        running = dict(held)
-        fresh = []
-        for b in batches:
-            node_id, raws = b[0], b[3]
-            if not raws:
-                continue
-            lo = min(r[0] for r in raws)
-            if lo > running[node_id]:
-                fresh.append(b)
-                running[node_id] = max(r[0] for r in raws)
-            else:
-                running[node_id] = max(running[node_id], max(r[0] for r in raws))
-        if fresh:
-            self._apply_tags(fresh, None)
-        return {id(b) for b in fresh}
 
     def _refuse(self, m: Inbound, node_id: str, raws: list[RawRecord], c: SeqConflict) -> None:
         """A batch reused a seq for another record: the node lost its numbering (flash wiped,

@@ -19,6 +19,7 @@ from host_bridge.codec import decode_ack, encode_batch, encode_record
 from host_bridge.ingest import Inbound, Ingest
 from host_bridge.metrics import Counters
 from host_bridge.ratelimit import RateLimiter
+from host_bridge.tags import TagStore
 from tests.bridge_harness import BridgeThread, make_config
 from tests.netutil import wait_for
 
@@ -69,7 +70,7 @@ def _inbound(node: str, seq: int = 1) -> Inbound:
 
 def test_submit_limits_each_node_and_counts():
     c = Counters()
-    ing = Ingest(NullHistorian(), None, c, known_nodes={"flood", "quiet"},
+    ing = Ingest(NullHistorian(), TagStore(), c, known_nodes={"flood", "quiet"},
                  rate_limiter=RateLimiter(rate=1, burst=50))
     admitted = sum(ing.submit(_inbound("flood", i + 1)) for i in range(1000))
     assert admitted == 50 and c.get("rate_limited") == 950
@@ -80,7 +81,7 @@ def test_submit_limits_each_node_and_counts():
 
 def test_ingest_queue_is_bounded_and_counts_overflow():
     c = Counters()
-    ing = Ingest(NullHistorian(), None, c, max_queue=10, rate_limiter=RateLimiter(rate=0))
+    ing = Ingest(NullHistorian(), TagStore(), c, max_queue=10, rate_limiter=RateLimiter(rate=0))
     results = [ing.submit(_inbound(f"n{i}")) for i in range(25)]
     assert results == [True] * 10 + [False] * 15
     assert c.get("ingest_queue_full") == 15 and ing._q.qsize() == 10

@@ -7,6 +7,7 @@ the tag store shows and what the node is told can be checked while the commit is
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -42,67 +43,76 @@ def pipeline(tmp_path):
     hist = GatedHistorian(tmp_path / "h.db")
     tags = TagStore(["n1"])
     ing = Ingest(hist, tags, Counters())
+    ing.start()
     yield hist, tags, ing
     hist.gate.set()
+    ing.stop()
     hist.close()
 
 
-def run_group(ing, hist, payloads):
-    """Start process() on its own thread, return (acks, thread) once insert_raw is entered."""
-    acks: list[int] = []
+class Acks(list):
+    def __call__(self, node, seq, **kw):
+        self.append(seq)
+
+
+def submit(ing, hist, payloads):
+    """Hand payloads to the pipeline as an input would; returns once the worker is inside
+    the commit of the first of them (held open by the gate)."""
+    acks = Acks()
     hist.entered.clear()
     hist.gate.clear()
-    group = [Inbound(p, "mqtt", "n1", lambda node, seq, **kw: acks.append(seq)) for p in payloads]
-    t = threading.Thread(target=ing.process, args=(group,))
-    t.start()
+    for p in payloads:
+        assert ing.submit(Inbound(p, "mqtt", "n1", acks))
     assert hist.entered.wait(5)
-    return acks, t
+    return acks
 
 
-def finish(hist, t):
+def finish(hist, ing, acks, n):
     hist.gate.set()
-    t.join(5)
-    assert not t.is_alive()
+    deadline = time.monotonic() + 5
+    while len(acks) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # nothing more arrives
 
 
 def test_new_records_are_visible_before_the_commit_and_acked_after(pipeline):
     hist, tags, ing = pipeline
-    acks, t = run_group(ing, hist, [batch("n1", [1, 2, 3])])
+    acks = submit(ing, hist, [batch("n1", [1, 2, 3])])
     # the commit has not happened: the value is shown, nothing is acknowledged
     assert tags.value("n1", "temperature") == pytest.approx(23.0)
     assert tags.get("n1").last_seq == 3 and tags.get("n1").records == 3
     assert acks == [] and hist.max_seq("n1") == 0
-    finish(hist, t)
+    finish(hist, ing, acks, 1)
     assert acks == [3] and hist.max_seq("n1") == 3
     assert tags.get("n1").records == 3  # applied once, not again after the commit
 
 
 def test_resends_and_overlaps_wait_for_the_commit_and_count_once(pipeline):
     hist, tags, ing = pipeline
-    acks, t = run_group(ing, hist, [batch("n1", [1, 2, 3])])
-    finish(hist, t)
+    acks = submit(ing, hist, [batch("n1", [1, 2, 3])])
+    finish(hist, ing, acks, 1)
     # a resend of 2..3 plus the new 4 (a lost ack): 2 and 3 are held, so the batch could be a
     # duplicate or a sequence reset; it is shown only once the historian has judged it
-    acks, t = run_group(ing, hist, [batch("n1", [2, 3, 4])])
+    acks = submit(ing, hist, [batch("n1", [2, 3, 4])])
     assert tags.get("n1").last_seq == 3 and tags.value("n1", "temperature") == pytest.approx(23.0)
-    finish(hist, t)
+    finish(hist, ing, acks, 1)
     assert acks == [4] and tags.get("n1").last_seq == 4 and tags.value("n1", "temperature") == pytest.approx(24.0)
     assert tags.get("n1").records == 4  # 2 and 3 were duplicates: counted once
-    # two copies of a new batch in one group (the node resent while the first sat in the
-    # queue): the first is shown early, the copy after the commit, as a duplicate
-    acks, t = run_group(ing, hist, [batch("n1", [5, 6]), batch("n1", [5, 6])])
+    # a batch and its resend (the node resent while the first sat in the queue): the first
+    # is shown on arrival, the copy after the commit, as a duplicate
+    acks = submit(ing, hist, [batch("n1", [5, 6]), batch("n1", [5, 6])])
     assert tags.get("n1").last_seq == 6 and tags.get("n1").records == 6
-    finish(hist, t)
+    finish(hist, ing, acks, 2)
     assert acks == [6, 6] and tags.get("n1").records == 6
 
 
 def test_a_sequence_reset_is_never_shown(pipeline):
     hist, tags, ing = pipeline
-    acks, t = run_group(ing, hist, [batch("n1", [1, 2, 3])])
-    finish(hist, t)
+    acks = submit(ing, hist, [batch("n1", [1, 2, 3])])
+    finish(hist, ing, acks, 1)
     # a wiped node starts at 1 again with other readings: refused whole, values not shown
-    acks, t = run_group(ing, hist, [batch("n1", [1, 2, 3, 4, 5], temp0=60.0)])
+    acks = submit(ing, hist, [batch("n1", [1, 2, 3, 4, 5], temp0=60.0)])
     assert tags.value("n1", "temperature") == pytest.approx(23.0)
-    finish(hist, t)
+    finish(hist, ing, acks, 1)
     assert tags.value("n1", "temperature") == pytest.approx(23.0) and tags.get("n1").last_seq == 3
     assert acks == [0] and ing.counters.get("seq_resets") == 1
