@@ -50,9 +50,18 @@ class Port:
         return mnt
 
     def serial_stream(self):
+        import micropython
+
         from ports.stdio import StdioStream
 
-        return StdioStream()
+        s = StdioStream()
+        # StdioStream turns the REPL's Ctrl-C off (kbd_intr(-1)): on a board 0x03 in an ack
+        # would raise KeyboardInterrupt. On unix it also sets SIGINT back to SIG_DFL: a stop
+        # would kill the process like a power cut (RAM stage lost, seqs burnt at the next
+        # boot). Here Ctrl-C is only ever the signal (the pty is raw: a 0x03 byte is data), so
+        # the handler goes back on: SIGINT -> KeyboardInterrupt -> journal closed (main.py).
+        micropython.kbd_intr(3)
+        return s
 
     def network_up(self, cfg):
         return True  # loopback needs no WiFi
