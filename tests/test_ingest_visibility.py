@@ -116,3 +116,37 @@ def test_a_sequence_reset_is_never_shown(pipeline):
     finish(hist, ing, acks, 1)
     assert tags.value("n1", "temperature") == pytest.approx(23.0) and tags.get("n1").last_seq == 3
     assert acks == [0] and ing.counters.get("seq_resets") == 1
+
+
+def test_with_a_backlog_queued_new_batches_wait_for_the_group_commit(pipeline):
+    """Early display is for live traffic; once payloads queue up (a drain, a flood) the
+    worker's grouped apply is cheaper per record, so later batches are shown after the commit."""
+    hist, tags, ing = pipeline
+    ing.early_max_queue = 4
+    acks = submit(ing, hist, [batch("n1", [1])])  # the worker now sits in this commit
+    for s in range(2, 12):
+        assert ing.submit(Inbound(batch("n1", [s]), "mqtt", "n1", acks))
+    # 2..5 were shown on arrival (queue shorter than 4), 6..11 wait for their commit
+    assert tags.get("n1").last_seq == 5 and tags.get("n1").records == 5
+    finish(hist, ing, acks, 11)
+    assert tags.get("n1").last_seq == 11 and tags.get("n1").records == 11
+    assert sorted(acks) == list(range(1, 12)) and hist.max_seq("n1") == 11
+
+
+def test_batches_past_the_early_budget_go_to_the_worker_and_keep_the_node_maximum(pipeline):
+    """Past the early budget (a flood) payloads are decoded by the worker; while one of a
+    node's is there, the node's later batches are not shown early either (the running maximum
+    would miss it), and once the worker has settled it a resend is still recognised."""
+    hist, tags, ing = pipeline
+    ing.early_rate, ing._early_tokens = 0.0, 0.0  # budget spent
+    acks = submit(ing, hist, [batch("n1", [1, 2, 3])])
+    assert tags.get("n1").records == 0  # not shown before its commit
+    ing.early_rate, ing._early_tokens = 1e6, 1e5  # budget back, but n1 has a payload in the worker's hands
+    assert ing.submit(Inbound(batch("n1", [2, 3, 4]), "mqtt", "n1", acks))
+    assert tags.get("n1").records == 0
+    finish(hist, ing, acks, 2)
+    assert tags.get("n1").records == 4 and tags.get("n1").last_seq == 4 and ing._pending == {}
+    acks = submit(ing, hist, [batch("n1", [3, 4]), batch("n1", [5])])  # a resend, then a new one
+    assert tags.get("n1").last_seq == 5 and tags.get("n1").records == 5  # only 5 shown early
+    finish(hist, ing, acks, 2)
+    assert sorted(acks) == [4, 5] and tags.get("n1").records == 5
