@@ -42,6 +42,12 @@ fi
 .venv/bin/python tools/fetch_mplibs.py
 
 if [ "$profile" = dev ]; then
+  # The 32-bit MicroPython VM (Debian's i386 build, unpacked into .vm32/, no root) for the
+  # device-sized heap test; a failure here is reported, and that test then fails, not skips.
+  .venv/bin/python -m tools.vm32 >/dev/null || say "the 32-bit MicroPython VM could not be installed (tools/vm32.py)"
+fi
+
+if [ "$profile" = dev ]; then
   # Port stubs for the static API check, one folder each (they clash when installed together).
   for spec in esp32:micropython-esp32-stubs==1.29.0.post1 rp2:micropython-rp2-rpi-pico-w-stubs==1.29.0.post1; do
     port="${spec%%:*}"; pkg="${spec#*:}"

@@ -85,6 +85,7 @@ class VirtualNode:
         sim: dict | None = None,
         heap: str = "192K",
         code: str = "mpy",
+        vm: str = "64",
         window_n: int = 1024,
         odr_hz: float = 3200,
         interval_s: float = 1.0,
@@ -102,6 +103,11 @@ class VirtualNode:
         if code not in ("romfs", "mpy", "py"):
             raise ValueError(f"code must be romfs, mpy or py, not {code!r}")
         self.code = code
+        if vm not in ("64", "32"):
+            raise ValueError(f"vm must be 64 (the pip VM) or 32 (Debian's i386 build, tools/vm32.py), not {vm!r}")
+        if vm == "32" and code == "romfs":
+            raise ValueError("the ROMFS image is built for the 64-bit VM only")
+        self.vm = vm
         self.extra_env = dict(env or {})
         self.log_path = Path(log_path) if log_path else self.node_dir / "node.log"
         self.proc: subprocess.Popen | None = None
@@ -161,15 +167,16 @@ class VirtualNode:
         if self.code in ("mpy", "romfs"):
             from tools.build_mpy import build
 
-            self._mpy_dir = build()  # hash-cached: only changed sources are recompiled
-            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", "-m", "main"]
+            # hash-cached: only changed sources are recompiled; the 32-bit VM runs x86 native code
+            self._mpy_dir = build("x86" if self.vm == "32" else None)
+            cmd = [self._exe(), "-X", f"heapsize={self.heap}", "-m", "main"]
             if self.code == "romfs":
                 from tools.build_romfs import build_image
 
                 self.romfs_image = build_image()  # hash-cached too
                 cmd[-1] = "romboot"  # mounts the image at /rom first, then imports main
         else:
-            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py")]
+            cmd = [self._exe(), "-X", f"heapsize={self.heap}", str(FIRMWARE / "main.py")]
         log = open(self.log_path, "ab")
         if self.uplink == "serial":
             stdin = stdout = self._master
@@ -179,6 +186,13 @@ class VirtualNode:
                                      stderr=log, start_new_session=True)
         log.close()
         return self
+
+    def _exe(self) -> str:
+        if self.vm == "32":
+            from tools.vm32 import check
+
+            return check()
+        return micropython_exe()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -238,10 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-g", type=float, default=0.0)
     ap.add_argument("--temp-c", type=float, default=25.0)
     ap.add_argument("--interval-s", type=float, default=1.0)
+    ap.add_argument("--vm", choices=("64", "32"), default="64",
+                    help="64: the pip MicroPython VM; 32: Debian's i386 build (python -m tools.vm32)")
+    ap.add_argument("--heap", default="192K", help="-X heapsize, e.g. 64K")
     args = ap.parse_args(argv)
     tones = [[int(a), float(f), float(g)] for a, f, g in (t.split(":") for t in args.tone)] or [[0, 80.0, 0.5]]
     vn = VirtualNode(args.node_dir, args.node_id, uplink=args.uplink, mqtt_port=args.mqtt_port, prefix=args.prefix,
-                     sim={"tones": tones, "noise_g": args.noise_g, "temp_c": args.temp_c}, interval_s=args.interval_s)
+                     sim={"tones": tones, "noise_g": args.noise_g, "temp_c": args.temp_c}, interval_s=args.interval_s,
+                     vm=args.vm, heap=args.heap)
     vn.start()
     print(f"virtual node {args.node_id} pid {vn.proc.pid} uplink {args.uplink}"
           + (f" serial {vn.serial_path}" if vn.serial_path else "") + f", log {vn.log_path}", flush=True)
