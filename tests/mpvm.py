@@ -32,6 +32,15 @@ def micropython_exe() -> str:
     )
 
 
+def vm_exe(vm: str = "64") -> str:
+    """The 64-bit VM (pip) or the 32-bit one (tools/vm32.py; fails loudly when missing)."""
+    if vm == "32":
+        from tools.vm32 import check
+
+        return check()
+    return micropython_exe()
+
+
 def micropath(*extra: Path | str) -> str:
     parts = [".frozen", str(FIRMWARE), str(FIRMWARE / "tests"), str(MPLIB)]
     parts += [str(p) for p in extra]
@@ -55,9 +64,13 @@ def run_micropython(
     cwd: Path | str | None = None,
     env: dict | None = None,
     extra_path: tuple = (),
+    vm: str = "64",
 ) -> subprocess.CompletedProcess:
-    """Run a script file on the VM under a device-sized heap; returns the finished process."""
-    cmd = [micropython_exe(), "-X", f"heapsize={heap}", str(script), *args]
+    """Run a script file on the VM under a device-sized heap; returns the finished process.
+
+    vm="32" runs it on the 32-bit build (Debian's i386 micropython, tools/vm32.py): 4-byte
+    words, and viper ints that wrap at 32 bits as on an ESP32 or RP2040."""
+    cmd = [vm_exe(vm), "-X", f"heapsize={heap}", str(script), *args]
     return subprocess.run(
         cmd,
         cwd=str(cwd or REPO),

@@ -160,8 +160,9 @@ for c in cases:
 """
 
 
-@pytest.fixture(scope="module")
-def vm_results(tmp_path_factory):
+@pytest.fixture(scope="module", params=["64", "32"], ids=["vm64", "vm32"])
+def vm_results(tmp_path_factory, request):
+    # both VMs: the 32-bit one (tools/vm32.py) wraps viper ints at 32 bits, as a board does
     tmp = tmp_path_factory.mktemp("feat")
     cases = make_cases()
     meta = [dict(name=c["name"], n=c["counts"].shape[1], odr=c["odr"], scale=c["scale"])
@@ -171,7 +172,7 @@ def vm_results(tmp_path_factory):
                                               for c in cases))
     (tmp / "run.py").write_text(VM_SCRIPT)
     proc = run_micropython(tmp / "run.py", str(tmp / "cases.json"), str(tmp / "counts.bin"),
-                           heap="256K", cwd=tmp, timeout=120)
+                           heap="256K", cwd=tmp, timeout=120, vm=request.param)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = {}
     for line in proc.stdout.splitlines():
