@@ -133,12 +133,12 @@ class FeatureExtractor(FeatureLayout):
         if _k is None:
             raise ValueError("viper kernels unavailable on this port")
         q = n // 4
-        # big buffers first, as raw bytearrays (int32 through viper pointers): no temporary
-        # copy at construction, so they fit a fragmented heap
-        # a real n-point FFT runs as an n/2-point complex one (even samples in re, odd in im)
-        self.re = bytearray(4 * (n // 2 + 1))
-        self.im = bytearray(4 * (n // 2 + 1))
-        self.qcos = array("i", range(q + 1))
+        # big buffer first, as a raw bytearray (through viper pointers): no temporary copy at
+        # construction, so it fits a fragmented heap. A real n-point FFT runs as an n/2-point
+        # complex one (even samples real, odd imaginary) on int16 (re, im) pairs, and the
+        # n/2 + 1 one-sided powers (int32) then take their place: one buffer of 2n + 4 bytes.
+        self.work = bytearray(4 * (n // 2 + 1))
+        self.qcos = array("H", bytearray(2 * (q + 1)))  # Q15 cosines 0..32768
         for i in range(q + 1):
             self.qcos[i] = int(math.floor(32768 * math.cos(2 * math.pi * i / n) + 0.5))
         self.res = array("i", range(16))
@@ -200,7 +200,8 @@ class FeatureExtractor(FeatureLayout):
             while (pk0 << (lsh + 1)) < 16384:
                 lsh += 1
             frac = ((rem << lsh) + n // 2) // n
-        wmax = k.moments_window(buf, n, m0, lsh, rsh, frac, self.qcos, self.re, self.im, res)
+        wk = self.work
+        wmax = k.moments_window(buf, n, m0, lsh, rsh, frac, self.qcos, wk, res)
         # time domain, in d units (counts * 2**(lsh - rsh))
         u = res[0] / n
         e2 = (res[1] * _TWO29 + res[2]) / n
@@ -219,9 +220,9 @@ class FeatureExtractor(FeatureLayout):
         out[13 + axis] = peak / rms if rms > 0 else self.nan
         out[16 + axis] = m4 / (m2 * m2) if m2 > 0 else self.nan
         # spectrum: one-sided power per bin = K * p[k] in g**2
-        e = k.fft_bfp(self.re, self.im, n // 2, self.qcos, n, wmax)
-        kb = k.real_power(self.re, self.im, n // 2, self.qcos)
-        pw = self.im
+        e = k.fft_bfp(wk, n // 2, self.qcos, n, wmax)
+        kb = k.real_power(wk, n // 2, self.qcos)
+        pw = wk  # now the int32 powers
         # p[k] = |X[k] / 2**(e+1)|**2 / 4, one-sided power 2 |X|**2 / (n sum w**2)
         kk = (2.0 ** (2 * e + 5)) * gd * gd / (n * self.w2)
         nb = len(self.bands)

@@ -1,12 +1,14 @@
 # Integer kernels for the feature fast path, compiled by the viper emitter.
 #
-# Every loop here works on preallocated int16 / int32 arrays and allocates nothing. The
-# arithmetic is written for a 32-bit MCU (ESP32, RP2040): every intermediate stays below 2**31
-# (the bound is noted beside each product), accumulators that could grow past that are kept
-# as two words (hi * 2**29 + lo). Pointer loads are zero-extended on the 64-bit unix port, so
-# signed values are sign-extended by hand: (v ^ 0x8000) - 0x8000 for int16, and
-# (v ^ B31) - B31 with B31 = 1 << 31 built at run time (it wraps to -2**31 on a 32-bit MCU,
-# where the identity still holds) for int32.
+# Every loop here works on preallocated int16 / int32 arrays and allocates nothing. The FFT
+# runs in ONE work buffer of 4 * (n/2 + 1) bytes: interleaved int16 complex values (re, im)
+# while it transforms (block floating point keeps every component below 2**15), then, in the
+# same words, the int32 one-sided powers (real_power). The quarter-wave cosine table is uint16
+# (0..32768). The arithmetic is written for a 32-bit MCU (ESP32, RP2040): every intermediate
+# stays below 2**31 (the bound is noted beside each product), accumulators that could grow
+# past that are kept as two words (hi * 2**29 + lo). Pointer loads are zero-extended, so
+# signed int16 values are sign-extended by hand: (v ^ 0x8000) - 0x8000; the int32 words read
+# back (powers, sums) are never negative.
 import micropython
 
 
@@ -48,7 +50,7 @@ def sum_min_max16(buf, n: int, res) -> int:
 
 
 @micropython.viper
-def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, re, im,
+def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, work,
                    res) -> int:
     """Mean-removed moments and the Hann-windowed FFT input of one axis.
 
@@ -57,13 +59,12 @@ def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, re
     sum d*qh (hi, lo) and sum d*ql (hi, lo); res[7..12] = sum d**4 split as sum qh**2,
     sum qh*ql, sum ql**2 (hi, lo each), where q = d*d = qh * 2**14 + ql.
     The windowed samples xw[i] = d * hann[i] (Q15 Hann from the quarter-wave cosine table of
-    length n) are packed for a half-length complex FFT: re[i/2] = xw[even i],
-    im[i/2] = xw[odd i]. Returns max |xw| (< 2**14).
+    length n) are packed for a half-length complex FFT as int16 (re, im) pairs: work[i] = xw[i]
+    (even i the real parts, odd i the imaginary ones). Returns max |xw| (< 2**14).
     """
     p = ptr16(buf)
-    c = ptr32(qcos)
-    pr = ptr32(re)
-    pi = ptr32(im)
+    c = ptr16(qcos)
+    w16 = ptr16(work)
     r = ptr32(res)
     q1 = n >> 2
     h = n >> 1
@@ -122,10 +123,7 @@ def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, re
         w = (32768 - cs) >> 1  # 0..32768
         x = d * w  # |d * w| < 2**29
         x = (x + 16383 + ((x >> 15) & 1)) >> 15  # round half to even
-        if i & 1:
-            pi[i >> 1] = x
-        else:
-            pr[i >> 1] = x
+        w16[i] = x
         if x < 0:
             x = 0 - x
         if x > mx:
@@ -148,9 +146,10 @@ def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, re
 
 
 @micropython.viper
-def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
-    """In-place radix-2 DIT complex FFT of length n on int32 arrays with block floating
-    point; qcos is the quarter-wave cosine table of a length-nt transform (nt >= n).
+def fft_bfp(work, n: int, qcos, nt: int, mx: int) -> int:
+    """In-place radix-2 DIT complex FFT of length n on interleaved int16 (re, im) pairs with
+    block floating point; qcos is the quarter-wave cosine table of a length-nt transform
+    (nt >= n).
 
     Invariant before each stage: every component < 2**15 (mx is the current maximum). A
     butterfly output component is at most (1 + sqrt 2) * mx, so a stage shifts its outputs
@@ -158,11 +157,9 @@ def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
     Twiddles are Q15 (+-32768 = +-1); |br * wr + bi * ws| <= |b| |w| <= sqrt(2) * 2**30.
     Returns the block exponent e: true spectrum = result * 2**e.
     """
-    pr = ptr32(re)
-    pi = ptr32(im)
-    c = ptr32(qcos)
-    b31 = 1
-    b31 = b31 << 31
+    p = ptr16(work)
+    pw = ptr32(work)  # one (re, im) pair per word: the permutation moves words
+    c = ptr16(qcos)
     q1 = nt >> 2
     h = nt >> 1
     # bit-reversal permutation
@@ -171,12 +168,9 @@ def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
     i = 0
     while i < n - 1:
         if i < j:
-            t = pr[i]
-            pr[i] = pr[j]
-            pr[j] = t
-            t = pi[i]
-            pi[i] = pi[j]
-            pi[j] = t
+            t = pw[i]
+            pw[i] = pw[j]
+            pw[j] = t
         k = hn
         while k <= j:
             j -= k
@@ -211,12 +205,12 @@ def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
             a = jj
             while a < n:
                 b = a + half
-                br = (int(pr[b]) ^ b31) - b31
-                bi = (int(pi[b]) ^ b31) - b31
+                br = (int(p[2 * b]) ^ 0x8000) - 0x8000
+                bi = (int(p[2 * b + 1]) ^ 0x8000) - 0x8000
                 tr = (br * wr + bi * ws + 16384) >> 15
                 ti = (bi * wr - br * ws + 16384) >> 15
-                ar = (int(pr[a]) ^ b31) - b31
-                ai = (int(pi[a]) ^ b31) - b31
+                ar = (int(p[2 * a]) ^ 0x8000) - 0x8000
+                ai = (int(p[2 * a + 1]) ^ 0x8000) - 0x8000
                 o1 = ar + tr
                 o2 = ai + ti
                 o3 = ar - tr
@@ -227,10 +221,10 @@ def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
                     o2 = (o2 + rnd + ((o2 >> sh) & 1)) >> sh
                     o3 = (o3 + rnd + ((o3 >> sh) & 1)) >> sh
                     o4 = (o4 + rnd + ((o4 >> sh) & 1)) >> sh
-                pr[a] = o1
-                pi[a] = o2
-                pr[b] = o3
-                pi[b] = o4
+                p[2 * a] = o1  # |o| < 2**15: exact in int16
+                p[2 * a + 1] = o2
+                p[2 * b] = o3
+                p[2 * b + 1] = o4
                 if o1 < 0:
                     o1 = 0 - o1
                 if o2 < 0:
@@ -257,21 +251,20 @@ def fft_bfp(re, im, n: int, qcos, nt: int, mx: int) -> int:
 
 
 @micropython.viper
-def real_power(re, im, m: int, qcos) -> int:
+def real_power(work, m: int, qcos) -> int:
     """Split the length-m complex FFT Z of the packed real signal into its length-2m
     spectrum X[k], k = 0..m, and store one-sided powers p[k] = |X[k]|**2 / 4 (DC and Nyquist
-    halved) in im[k] (im holds m + 1 words). X is formed at half scale, so the true spectrum
+    halved) as int32 word k of work (m + 1 words): the pair (k, m - k) is read, then its two
+    words are overwritten, so the powers take the place of the spectrum in the same buffer. X is formed at half scale, so the true spectrum
     is X * 2**(e + 1) with e the FFT block exponent.
 
     X[k] = E + W**k O with E = (Z[k] + conj Z[m-k]) / 2, O = (Z[k] - conj Z[m-k]) / 2j and
     W = exp(-j pi / m). Components of Z < 2**15, so the half-scale X < 1.21 * 2**15 and each
     squared component < 2**31 before the >> 2. Returns the k >= 1 of the largest power.
     """
-    pr = ptr32(re)
-    pi = ptr32(im)
-    c = ptr32(qcos)
-    b31 = 1
-    b31 = b31 << 31
+    p16 = ptr16(work)
+    pi = ptr32(work)
+    c = ptr16(qcos)
     q1 = m >> 1  # quarter of the length-2m table
     best = 0
     kbest = 1
@@ -280,10 +273,10 @@ def real_power(re, im, m: int, qcos) -> int:
         k2 = m - k
         if k == 0:
             k2 = 0
-        ar = (int(pr[k]) ^ b31) - b31
-        ai = (int(pi[k]) ^ b31) - b31
-        br = (int(pr[k2]) ^ b31) - b31
-        bi = (int(pi[k2]) ^ b31) - b31
+        ar = (int(p16[2 * k]) ^ 0x8000) - 0x8000
+        ai = (int(p16[2 * k + 1]) ^ 0x8000) - 0x8000
+        br = (int(p16[2 * k2]) ^ 0x8000) - 0x8000
+        bi = (int(p16[2 * k2 + 1]) ^ 0x8000) - 0x8000
         # the pair (k, m - k) shares E and O up to conjugation
         er = ar + br
         er = (er + 1 + ((er >> 2) & 1)) >> 2  # /4, round half to even
