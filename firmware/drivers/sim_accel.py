@@ -6,8 +6,9 @@
 #
 # The signal is a pure function of (seed, sample index): sample i is taken at t = i / odr, so a
 # test can compute what a feature must be. Everything is integer arithmetic (a direct digital
-# synthesis phase per tone, a sine table, an integer hash for noise): producing samples
-# allocates nothing on the 64-bit unix port.
+# synthesis phase per tone, a quarter-wave sine table, an integer hash for noise) that stays
+# below 2**30: every intermediate is a small int even on a 32-bit port, so producing samples
+# allocates nothing there either (a 32-bit product would be a heap-allocated long int).
 import math
 import time
 from array import array
@@ -16,30 +17,48 @@ from drivers.errors import SensorError
 
 from micropython import const
 
-_TAB_BITS = const(10)
-_TAB_N = const(1 << _TAB_BITS)
-_MASK32 = 0xFFFFFFFF
+_QUARTER = const(256)  # quarter-wave table: a full turn is 1024 steps of 2 pi / 1024
+_M15 = const(0x7FFF)
+_M30 = const(0x3FFFFFFF)  # phases are Q30 turns; hash values 30 bits
 _FIFO = const(32)
 _LSB_PER_G = const(256)  # full resolution: 3.9 mg/LSB at every range
 _SIN = None
 
 
 def _sine_table():
+    """sin over a quarter turn, Q15, 257 entries (sin(2 pi i / 1024) for i = 0..256)."""
     global _SIN
     if _SIN is None:
-        t = array("h", range(_TAB_N + 1))
-        for i in range(_TAB_N + 1):
-            t[i] = int(round(32767 * math.sin(2 * math.pi * i / _TAB_N)))
+        t = array("h", bytearray(2 * (_QUARTER + 1)))
+        for i in range(_QUARTER + 1):
+            t[i] = int(round(32767 * math.sin(2 * math.pi * i / (4 * _QUARTER))))
         _SIN = t
     return _SIN
 
 
-def _hash32(v):
-    # a 32-bit integer mix (xorshift-multiply): uniform bits from (seed, index, axis)
-    v &= _MASK32
-    v = ((v >> 16) ^ v) * 0x45D9F3B & _MASK32
-    v = ((v >> 16) ^ v) * 0x45D9F3B & _MASK32
-    return (v >> 16) ^ v
+def _mul30(a, b):
+    """(a * b) mod 2**30 for 0 <= a, b < 2**30, as 15-bit halves (each product < 2**30)."""
+    al = a & _M15
+    bl = b & _M15
+    lo = al * bl
+    mid = (((a >> 15) * bl) & _M15) + ((al * (b >> 15)) & _M15) + (lo >> 15)
+    return ((mid & _M15) << 15) | (lo & _M15)
+
+
+def _hash30(v):
+    # a 30-bit integer mix (xorshift-multiply rounds): uniform bits from (seed, index, axis)
+    v = _mul30(v ^ (v >> 15), 0x2C1B3C6D)
+    v = _mul30(v ^ (v >> 13), 0x297A2D39)
+    return v ^ (v >> 16)
+
+
+def _sin(tab, ti):
+    """sin(2 pi ti / 1024) in Q15 from the quarter-wave table, ti in 0..1024."""
+    r = ti & (_QUARTER - 1)
+    q = ti >> 8
+    if q & 1:
+        r = _QUARTER - r
+    return -tab[r] if q & 2 else tab[r]
 
 
 class SimAccel:
@@ -71,15 +90,24 @@ class SimAccel:
         self.range_g = range_g
         self.scale_g = 1.0 / _LSB_PER_G
         self.full_scale = range_g * _LSB_PER_G - 1  # like the chip's 10..13-bit range
-        # tones as integer DDS: phase increment per sample (Q32) and amplitude (counts, Q8)
+        # tones as integer DDS: phase increment per sample (Q30 turns) and amplitude (Q8
+        # counts, applied as s * hi + (s * lo) >> 15 for a Q15 sine s: no product over 2**30)
         # (tuples of small ints: reading them allocates nothing, unlike array('q'))
         self._t_axis = tuple(t[0] for t in self.tones)
-        self._t_inc = tuple(int(round(t[1] / odr_hz * 4294967296.0)) & _MASK32 for t in self.tones)
-        self._t_amp = tuple(int(round(t[2] * _LSB_PER_G * 256)) for t in self.tones)
+        self._t_inc = tuple(int(round(t[1] / odr_hz * 1073741824.0)) & _M30 for t in self.tones)
+        amp = tuple(int(round(t[2] * _LSB_PER_G * 256)) for t in self.tones)
+        self._t_amp_hi = tuple(a >> 15 for a in amp)
+        self._t_amp_lo = tuple(a & _M15 for a in amp)
         self._dc = tuple(int(round(d * _LSB_PER_G * 256)) for d in self.dc_g)
-        # noise: sum of 4 uniform 16-bit values (std 2**16/sqrt(3)), scaled to noise_g
-        self._noise_num = int(round(self.noise_g * _LSB_PER_G * 256 * 1024))
-        self._noise_den = 37837 * 1024
+        # noise: sum of 4 uniform 15-bit values (std 2**15/sqrt(3)), scaled to noise_g (Q8
+        # counts) as (u * mul) >> shift, mul < 2**14 so that |u * mul| < 2**30
+        std = self.noise_g * _LSB_PER_G * 256 / 18918.6
+        sh = 0
+        while sh < 24 and std * (1 << (sh + 1)) < 16384:
+            sh += 1
+        self._noise_mul = min(16383, int(round(std * (1 << sh))))
+        self._noise_shift = sh
+        self._seed_key = _hash30(_mul30(self.seed & _M30, 0x19E3779B))
         self._next = 0  # index of the next sample to hand out
         self._base = 0  # index produced at time _t0
         self._t0 = time.ticks_us()
@@ -89,20 +117,23 @@ class SimAccel:
         """Counts of sample i on axis (pure function of seed, configuration, i)."""
         acc = self._dc[axis]
         tab = self._tab
+        i30 = i & _M30
         for k in range(len(self._t_axis)):
             if self._t_axis[k] != axis:
                 continue
-            ph = (i * self._t_inc[k]) & _MASK32
-            ti = ph >> (32 - _TAB_BITS)
-            fr = (ph >> (16 - _TAB_BITS)) & 0xFFFF
-            s0 = tab[ti]
-            s = s0 + (((tab[ti + 1] - s0) * fr) >> 16)
-            acc += (s * self._t_amp[k]) >> 15
-        if self._noise_num:
-            h1 = _hash32(self.seed * 0x9E3779B1 + i * 6 + axis * 2)
-            h2 = _hash32(self.seed * 0x9E3779B1 + i * 6 + axis * 2 + 1)
-            u = (h1 & 0xFFFF) + (h1 >> 16) + (h2 & 0xFFFF) + (h2 >> 16) - 131070
-            acc += u * self._noise_num // self._noise_den
+            ph = _mul30(i30, self._t_inc[k])
+            ti = ph >> 20  # 0..1023
+            fr = (ph >> 4) & 0xFFFF
+            s0 = _sin(tab, ti)
+            s = s0 + (((_sin(tab, ti + 1) - s0) * fr) >> 16)
+            acc += s * self._t_amp_hi[k] + ((s * self._t_amp_lo[k]) >> 15)
+        if self._noise_mul:
+            # the noise repeats after 2**27 samples (11.6 h at 3200 Hz)
+            key = ((i & 0x7FFFFFF) * 6 + axis * 2) ^ self._seed_key
+            h1 = _hash30(key)
+            h2 = _hash30(key ^ 1)
+            u = (h1 & _M15) + (h1 >> 15) + (h2 & _M15) + (h2 >> 15) - 65534
+            acc += (u * self._noise_mul) >> self._noise_shift
         v = (acc + 128) >> 8
         fs = self.full_scale
         if v > fs:
