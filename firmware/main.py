@@ -2,11 +2,13 @@
 # board and the node config, run the node. Config errors are printed and stop the node.
 #
 # Heap order (docs/firmware.md section 6): the config is validated and the validator dropped;
-# one block the size of the node's buffers is reserved before any node code is loaded, then
-# freed just before build() so the buffers find one contiguous hole instead of the gaps
-# between code objects; what only boot needs (validator, sensor tables, build(), the board
-# dict) is dropped once the node is built. Straight-line code, no functions: every function
-# and global of this module would stay in the heap for the node's whole life.
+# then build() takes the parts one by one: it loads a part's code, allocates the part's
+# buffers (the biggest first, while the heap is in one piece) and frees the part's boot-only
+# code (its module's _BOOT_ONLY: constructors, the journal's boot scan, ...) before the next
+# part, so the boot's peak stays close to the running node's heap. What is left of the boot
+# code (the port's boot calls, build() itself) is dropped once the node is built.
+# Straight-line code, no functions: every function and global of this module would stay in
+# the heap for the node's whole life.
 import gc
 import sys
 
@@ -14,6 +16,7 @@ import vibenode
 from ports import detect
 
 port = detect()
+del detect
 try:
     from vibenode import config
 
@@ -26,48 +29,22 @@ try:
             del vibenode.config
         del config
         gc.collect()
-    w = cfg["window"]["n"]
-    try:  # samples 6n, FFT 4n, batch, journal staging, flash chunks
-        hole = bytearray(10 * w + cfg["batch"]["max_bytes"] + cfg["journal"]["stage_bytes"] + 2048)
-    except MemoryError:
-        hole = None
-    board = port.load_board()
-    # every module the node will run, before any of its buffers exists
-    import vibenode.acquisition  # noqa: F401
-    import vibenode.features  # noqa: F401
-    import vibenode.journal  # noqa: F401
-    from vibenode import sensors
     from vibenode.node import build
 
-    w = sensors.sensor_specs(board)
-    for w in (w["accel"] and sensors.ACCEL_DRIVERS.get(w["accel"]["driver"]),
-              w["temp"] and sensors.TEMP_DRIVERS.get(w["temp"]["driver"])):
-        if w:
-            try:
-                __import__(w[0])
-            except ImportError:
-                pass  # build() reports it
-    if cfg["uplink"] == "mqtt":
-        import vibenode.uplink_mqtt  # noqa: F401
-    else:
-        import vibenode.uplink_serial  # noqa: F401
-    if hasattr(port, "preload"):
-        port.preload(board)
-    hole = w = None
-    gc.collect()
-    node = build(port, board, cfg, port.log)
-    # boot-only code and data: on the 64-bit VM every function costs ~100 bytes besides its
-    # bytecode, every global ~60
-    del board, build, cfg, hole, w, sensors
-    sys.modules.pop("vibenode.sensors", None)
-    if hasattr(vibenode, "sensors"):
-        del vibenode.sensors
-    del sys.modules["vibenode.node"].build
-    gc.collect()
+    # build() loads each part's code, allocates the part's buffers, then frees its boot-only
+    # code: the board dict and the sensor tables are dropped by it too
+    node = build(port, port.load_board(), cfg, port.log, drop_boot=True)
+    del build, cfg
 except (ValueError, OSError) as e:  # ConfigError and BoardError are ValueErrors
     port.fatal(str(e), 2)
 if hasattr(port, "heap_probe"):
     port.heap_probe(node)  # the virtual board's heap figures (off unless asked for)
+# the constructors, boot scans and port calls of every module (their _BOOT_ONLY lists)
+from vibenode.node import drop_boot_code  # noqa: E402
+
+drop_boot_code()
+del drop_boot_code
+gc.collect()
 try:
     node.run()
 except KeyboardInterrupt:

@@ -24,3 +24,7 @@ def probe_id(chip, dev, reg, what, expected, buf):
     except OSError as e:
         raise SensorError("%s: no answer on %s (%s)" % (chip, dev.name, e))
     check_id(chip, dev.name, what, buf[0], expected)
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("check_id", "probe_id")

@@ -172,3 +172,7 @@ class SimAccel:
             z[start + k] = self.sample(2, i + k)
         self._next = i + n
         return n
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("_sine_table", "SimAccel.__init__", "SimAccel.configure")

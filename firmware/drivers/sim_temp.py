@@ -17,3 +17,7 @@ class SimTemp:
         v = self.base_c + self.drift_c * self.reads
         self.reads += 1
         return v
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("SimTemp.__init__",)

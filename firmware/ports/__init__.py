@@ -15,3 +15,7 @@ def detect():
     else:  # "linux", "darwin": the unix port is the virtual board
         from ports import unix as mod
     return mod.Port()
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("detect",)

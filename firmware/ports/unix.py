@@ -36,9 +36,6 @@ class Port:
         self.log("FATAL " + msg)
         sys.exit(code)
 
-    def preload(self, board):
-        import ports.unix_flash  # noqa: F401  (code before buffers: see main.py)
-
     def mount_flash(self, board):
         from ports.unix_flash import mount_flash
 
@@ -140,3 +137,9 @@ class Port:
 
         node.window = probed_window
         node.service = probed_service
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+# (heap_probe: main.py calls it before the drop)
+_BOOT_ONLY = ("Port.__init__", "Port.path", "Port.config_path", "Port.load_board", "Port.mount_flash",
+              "Port.serial_stream", "Port.network_up", "Port.ntp_time_ms", "Port.watchdog", "Port.heap_probe")

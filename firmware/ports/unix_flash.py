@@ -41,10 +41,7 @@ class FileFlash:
         if create:
             self._create()
         self._f = open(path, "r+b")
-        self._ff = bytearray(_CHUNK)
-        for i in range(_CHUNK):
-            self._ff[i] = 0xFF
-        self._scratch = bytearray(_CHUNK)
+        self._scratch = bytearray(_CHUNK)  # one buffer for erases (0xFF) and NOR programs
 
     def _create(self):
         ff = b"\xff" * _CHUNK
@@ -113,9 +110,15 @@ class FileFlash:
             return self.block_size
         if op == _IOCTL_ERASE:
             self.erases += 1
+            s = memoryview(self._scratch)
+            s[0] = 0xFF
+            n = 1
+            while n < _CHUNK:  # 0xFF all over by doubling copies: 9 slice copies, no loop per byte
+                s[n : 2 * n] = s[0:n]
+                n *= 2
             self._f.seek(arg * self.block_size)
             for _ in range(self.block_size // _CHUNK):
-                self._f.write(self._ff)
+                self._f.write(s)
             return 0
         if op == _IOCTL_SYNC:
             return 0
@@ -155,3 +158,9 @@ def mount_flash(image_path, mountpoint="/flash", block_size=4096, blocks=256, no
         fs = vfs.VfsLfs2(bdev)
     vfs.mount(fs, mountpoint)
     return bdev
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+# (counters, reset_counters: the benchmarks' instruments, never called by a node)
+_BOOT_ONLY = ("_size", "mount_flash", "FileFlash.__init__", "FileFlash._create", "FileFlash.counters",
+              "FileFlash.reset_counters")

@@ -88,3 +88,7 @@ class Acquisition:
         self.scale_g = a.scale_g
         self.windows += 1
         return flags
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("Acquisition.__init__",)

@@ -43,3 +43,7 @@ class Clock:
         """(ts_s, ts_ms, synced) for a record."""
         t = self.now_ms()
         return t // 1000, t % 1000, self.synced
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("Clock.__init__",)

@@ -81,36 +81,38 @@ class BatchBuilder:
     """Builds one batch at a time in a preallocated buffer (no per-batch allocation).
 
     begin(); add(record, extra_flags)...; finish() -> memoryview valid until the next begin().
+    buf: a buffer of at least max_bytes to build in (the node lends it the FFT's work buffer:
+    a batch lives between windows only); begin() writes the whole header, so whatever used
+    the buffer meanwhile does not matter.
     """
 
-    def __init__(self, node_id, max_bytes=_MAX_BATCH):
+    def __init__(self, node_id, max_bytes=_MAX_BATCH, buf=None):
         if not valid_node_id(node_id):
             raise CodecError("bad_node_id", repr(node_id))
         if max_bytes > _MAX_BATCH:
             max_bytes = _MAX_BATCH
-        nid = node_id.encode()
-        self.buf = bytearray(max_bytes)
+        self.nid = node_id.encode()
+        self.size = max_bytes
+        self.buf = bytearray(max_bytes) if buf is None else buf
         self.mv = memoryview(self.buf)
-        self.buf[0] = 0x56  # 'V'
-        self.buf[1] = 0x42  # 'B'
-        self.buf[2] = _VERSION
-        self.buf[3] = len(nid)
-        self.buf[4 : 4 + len(nid)] = nid
-        self._count_off = 4 + len(nid)
+        self._count_off = 4 + len(self.nid)
         self._start = self._count_off + 2
-        self.count = 0
-        self.len = self._start
-        self.first_seq = 0
-        self.last_seq = 0
+        self.begin()
 
     def begin(self):
+        buf = self.buf
+        buf[0] = 0x56  # 'V'
+        buf[1] = 0x42  # 'B'
+        buf[2] = _VERSION
+        buf[3] = len(self.nid)
+        buf[4 : self._count_off] = self.nid
         self.count = 0
         self.len = self._start
         self.first_seq = self.last_seq = 0
 
     def room(self):
         """Bytes left for records (the CRC is already accounted for)."""
-        return len(self.buf) - 4 - self.len
+        return self.size - 4 - self.len
 
     def add(self, rec, extra_flags=0):
         """Append one encoded record, OR-ing extra_flags into its flags byte; False if full."""
@@ -160,3 +162,8 @@ def decode_ack(buf):
         if not nxt:
             raise CodecError("bad_seq")
     return seq, struct.unpack_from("<Q", buf, 8)[0] if buf[3] & 1 else None, nxt, bool(buf[3] & _ACK_FRONTIER)
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+# (encode_record: tests and tools only)
+_BOOT_ONLY = ("valid_node_id", "record_size", "encode_record", "BatchBuilder.__init__")

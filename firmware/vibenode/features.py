@@ -120,7 +120,7 @@ class FeatureExtractor(FeatureLayout):
     def __init__(self, n=1024, odr_hz=3200.0,
                  bands=((10, 100), (100, 500), (500, 1000), (1000, 1600)),
                  vel_band=(10.0, 1000.0), hf_edge_hz=1000.0, iso_limits=(2.8, 7.1, 18.0),
-                 backend=None):
+                 backend=None, work=None):
         FeatureLayout.__init__(self, n, odr_hz, bands, vel_band, hf_edge_hz, iso_limits)
         if backend is None:
             backend = "viper" if _k is not None else "reference"
@@ -137,7 +137,13 @@ class FeatureExtractor(FeatureLayout):
         # construction, so it fits a fragmented heap. A real n-point FFT runs as an n/2-point
         # complex one (even samples real, odd imaginary) on int16 (re, im) pairs, and the
         # n/2 + 1 one-sided powers (int32) then take their place: one buffer of 2n + 4 bytes.
-        self.work = bytearray(4 * (n // 2 + 1))
+        # `work`: a caller's buffer of at least that size (scratch: nothing in it survives a
+        # compute(); the node builds its batches in it between windows).
+        if work is None:
+            work = bytearray(self.work_bytes(n))
+        elif len(work) < self.work_bytes(n):
+            raise ValueError("work buffer too small")
+        self.work = work
         self.qcos = array("H", bytearray(2 * (q + 1)))  # Q15 cosines 0..32768
         for i in range(q + 1):
             self.qcos[i] = int(math.floor(32768 * math.cos(2 * math.pi * i / n) + 0.5))
@@ -167,6 +173,11 @@ class FeatureExtractor(FeatureLayout):
             self.vw_m[k - kv0] = int(v * 16384 + 0.5)
             self.vw_e[k - kv0] = e
         self.vel_gain = (G_MM_S2 * n / (2 * math.pi * odr_hz * kv0)) ** 2 if kv0 else 0.0
+
+    @staticmethod
+    def work_bytes(n):
+        """Size of the FFT work buffer for n samples."""
+        return 4 * (n // 2 + 1)
 
     def compute(self, x, y, z, scale_g, out):
         if self.backend == "reference":
@@ -249,3 +260,9 @@ class FeatureExtractor(FeatureLayout):
             out[22 + axis] = self.nan
             out[25 + axis] = 0.0
         return vel
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+# (the reference backend keeps its own reference to vel_weight, which it runs per window)
+_BOOT_ONLY = ("ISO_10816_3", "iso_limits_for", "bin_range", "vel_weight", "vel_bin_range",
+              "FeatureLayout.__init__", "FeatureExtractor.__init__")

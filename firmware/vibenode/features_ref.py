@@ -49,6 +49,9 @@ class ReferenceExtractor:
             self.im = array("f", bytearray(4 * n))
         self.win = [0.5 - 0.5 * math.cos(2 * math.pi * i / n) for i in range(n)]
         self.w2 = sum(w * w for w in self.win)
+        from vibenode.features import vel_weight
+
+        self._vel_weight = vel_weight  # held here: a running node drops the module's name (boot only)
 
     def compute(self, x, y, z, scale_g, out):
         lay = self.lay
@@ -96,8 +99,7 @@ class ReferenceExtractor:
         for i in range(len(lay.bands)):
             out[29 + 3 * i + axis] = band(*lay.band_bins[i])
         out[19 + axis] = band(*lay.hf_bins)
-        from vibenode.features import vel_weight
-
+        vel_weight = self._vel_weight
         kv0, kv1 = lay.vel_bins
         lo, hi = lay.vel_band
         vs = 0.0

@@ -484,3 +484,8 @@ class Journal:
         self.flush()
         self._write_state(clean=1)
         self._closed = True
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("_makedirs", "_parse_seg_name", "Journal.__init__", "Journal._read_state", "Journal._boot_recover",
+              "Journal._check_newest")

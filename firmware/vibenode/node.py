@@ -5,6 +5,7 @@
 # Parts are injected (tests use stand-ins); build() wires the real ones from a port, a
 # board dict and a validated config.
 import gc
+import sys
 import time
 from array import array
 
@@ -36,7 +37,8 @@ _PREVIEW = const(0x40)
 
 
 class Node:
-    def __init__(self, cfg, journal, acq, fx, temp, uplink, port, clock=None, health=None, log=print):
+    def __init__(self, cfg, journal, acq, fx, temp, uplink, port, clock=None, health=None, log=print,
+                 batch_buf=None):
         self.cfg = cfg
         self.journal = journal
         self.acq = acq
@@ -52,7 +54,8 @@ class Node:
         self.ack_timeout_ms = int(b["ack_timeout_s"] * 1000)
         self.interval_ms = int(cfg["window"]["interval_s"] * 1000)
         self.status_ms = int(cfg["status_interval_s"] * 1000)
-        self.builder = codec.BatchBuilder(cfg["node_id"], b["max_bytes"])
+        # batch_buf: build() lends the FFT's work buffer (a batch lives between windows only)
+        self.builder = codec.BatchBuilder(cfg["node_id"], b["max_bytes"], batch_buf)
         nvalues = fx.nvalues if fx is not None else 1
         self.values = array("f", [0.0] * nvalues)
         self.status_values = new_status_values()
@@ -444,25 +447,65 @@ class Node:
             self.service(start)
 
 
-def build(port, board, cfg, log=print):
-    """Wire the real parts: flash + journal, sensors, acquisition, features, uplink."""
-    from vibenode.acquisition import Acquisition
+def build(port, board, cfg, log=print, drop_boot=False):
+    """Wire the real parts: sensors, acquisition, features, flash + journal, uplink.
+
+    drop_boot (main.py): each part's boot-only code (its module's _BOOT_ONLY) is freed as soon
+    as the part is built, the sensor tables once the sensors are: the boot never holds all of
+    that code at once, so its heap peak stays close to the running node's."""
+
+    def built(*modules):
+        if drop_boot:
+            for name in modules:
+                mod = sys.modules.get(name)
+                if mod is not None:
+                    drop_boot_code(mod)
+            gc.collect()
+
     from vibenode.features import FeatureExtractor
-    from vibenode.journal import Journal
     from vibenode.sensors import make_accel, make_temp, sensor_specs
 
-    # all code first, buffers after: compiling a module late in a fragmented heap fails
-    pool = getattr(port, "socket_pool", None)  # CircuitPython: minimqtt on the port's socketpool
-    if cfg["uplink"] == "mqtt":
-        if pool is not None:
-            from vibenode.uplink_minimqtt import MqttUplink as Uplink
-        else:
-            from vibenode.uplink_mqtt import MqttUplink as Uplink
-    else:
-        from vibenode.uplink_serial import SerialUplink as Uplink
-    gc.collect()
+    specs = sensor_specs(board)
+    w = cfg["window"]
+    n = w["n"]
+    odr = w["odr_hz"]
+    # The big buffers first, while the heap is still in one piece. The batch is built between
+    # windows and the FFT runs during one: they share one scratch buffer.
+    scratch = bytearray(max(FeatureExtractor.work_bytes(n), cfg["batch"]["max_bytes"]))
+    from vibenode.acquisition import Acquisition
+
+    accel = make_accel(specs["accel"], port)
+    acq = Acquisition(accel, n, odr, w["range_g"])
+    built(type(accel).__module__, "vibenode.acquisition")
+    f = cfg["features"]
+    fx = FeatureExtractor(
+        n,
+        odr,
+        bands=tuple(tuple(b) for b in f["bands"]),
+        vel_band=tuple(f["vel_band"]),
+        hf_edge_hz=f["hf_edge_hz"],
+        iso_limits=tuple(f["iso_limits"]),
+        work=scratch,
+    )
+    built("vibenode.features")
     health = Health(log)
+    temp = None
+    try:
+        temp = make_temp(specs["temp"], port)
+    except Exception as e:  # a missing temperature sensor is a fault, not a dead node
+        health.error("temp_init", e)
+        health.sensor_faults |= 2
+    del specs, make_accel, make_temp, sensor_specs
+    if drop_boot:
+        sys.modules.pop("vibenode.sensors", None)  # the driver tables: boot only
+        if hasattr(sys.modules["vibenode"], "sensors"):
+            del sys.modules["vibenode"].sensors
+        built(type(accel if temp is None else temp).__module__, "drivers.errors")
+    board_name = cfg["board"] or board.get("name", "unknown")
     root = port.mount_flash(board)
+    del board
+    from vibenode.journal import Journal
+
     jc = cfg["journal"]
     journal = Journal(
         root + "/journal",
@@ -472,35 +515,23 @@ def build(port, board, cfg, log=print):
         flush_ms=jc["flush_ms"],
         stage_bytes=jc.get("stage_bytes", 2048),
     )
-    specs = sensor_specs(board)
-    w = cfg["window"]
-    accel = make_accel(specs["accel"], port)
-    odr = w["odr_hz"]
-    acq = Acquisition(accel, w["n"], odr, w["range_g"])
-    f = cfg["features"]
-    fx = FeatureExtractor(
-        w["n"],
-        odr,
-        bands=tuple(tuple(b) for b in f["bands"]),
-        vel_band=tuple(f["vel_band"]),
-        hf_edge_hz=f["hf_edge_hz"],
-        iso_limits=tuple(f["iso_limits"]),
-    )
-    temp = None
-    try:
-        temp = make_temp(specs["temp"], port)
-    except Exception as e:  # a missing temperature sensor is a fault, not a dead node
-        health.error("temp_init", e)
-        health.sensor_faults |= 2
-    board_name = cfg["board"] or board.get("name", "unknown")
+    built("vibenode.journal")
+    pool = getattr(port, "socket_pool", None)  # CircuitPython: minimqtt on the port's socketpool
     if cfg["uplink"] == "mqtt":
         port.network_up(cfg)
         if pool is not None:
-            uplink = Uplink(cfg, health, journal.boot, board_name, FW_VERSION, pool=pool())
+            from vibenode.uplink_minimqtt import MqttUplink
+
+            uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION, pool=pool())
         else:
-            uplink = Uplink(cfg, health, journal.boot, board_name, FW_VERSION)
+            from vibenode.uplink_mqtt import MqttUplink
+
+            uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION)
     else:
-        uplink = Uplink(cfg, health, port.serial_stream(), journal.boot, board_name, FW_VERSION)
+        from vibenode.uplink_serial import SerialUplink
+
+        uplink = SerialUplink(cfg, health, port.serial_stream(), journal.boot, board_name, FW_VERSION)
+    built(type(uplink).__module__)
     clock = Clock()
     t = port.ntp_time_ms(cfg)
     if t:
@@ -509,6 +540,30 @@ def build(port, board, cfg, log=print):
         "vibenode %s node=%s boot=%d next_seq=%d depth=%d uplink=%s board=%s"
         % (FW_VERSION, cfg["node_id"], journal.boot, journal.next_seq, journal.depth, cfg["uplink"], board_name)
     )
-    node = Node(cfg, journal, acq, fx, temp, uplink, port, clock, health, log)
+    node = Node(cfg, journal, acq, fx, temp, uplink, port, clock, health, log, scratch)
     port.watchdog(cfg["watchdog_s"])
     return node
+
+
+def drop_boot_code(mod=None):
+    """Free the code only the boot runs (of one module, or of every loaded one): constructors,
+    the journal's boot scan, table builders, the port's boot calls, build() itself. A module
+    lists its boot-only names in _BOOT_ONLY ("name" or "Class.method"). Module names are
+    deleted; methods are set to None, since MicroPython keeps the value of a deleted class
+    attribute alive. Only main.py drops code (through build() and once the node is built):
+    nothing constructs a part after that."""
+    for mod in (mod,) if mod is not None else list(sys.modules.values()):
+        names = getattr(mod, "_BOOT_ONLY", None)
+        if names is None:
+            continue
+        for name in names:
+            dot = name.find(".")
+            if dot < 0:
+                delattr(mod, name)
+            else:
+                setattr(getattr(mod, name[:dot]), name[dot + 1 :], None)
+        del mod._BOOT_ONLY
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("Node.__init__", "build", "drop_boot_code")

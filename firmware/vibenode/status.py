@@ -71,3 +71,7 @@ def fill_status(out, uptime_s, health, journal, link_reconnects, reset_cause, rs
 
 def new_status_values():
     return array("f", [0.0] * _NVALUES)
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("Health.__init__", "new_status_values")

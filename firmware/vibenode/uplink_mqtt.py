@@ -17,11 +17,6 @@ from vibenode.codec import CodecError, decode_ack
 
 from micropython import const
 
-try:
-    import ssl
-except ImportError:  # older ports
-    import ussl as ssl
-
 _ETIMEDOUT = const(110)
 _IPPROTO_TCP = const(6)
 _TCP_NODELAY = const(1)
@@ -95,6 +90,10 @@ class _Sock:
 
 
 def _wrap_tls(raw, tls, host):
+    try:  # imported here: a build without TLS (Debian's 32-bit unix port) still runs plain MQTT
+        import ssl
+    except ImportError:
+        raise OSError("TLS configured, but this MicroPython build has no ssl module")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if tls.get("ca"):
         with open(tls["ca"], "rb") as f:
@@ -281,3 +280,7 @@ class MqttUplink:
                 self.health.error("mqtt_close", e)
         self.connected = False
         self._close_sock()
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("MqttUplink.__init__", "_SocketModule.__init__")

@@ -95,3 +95,7 @@ class SerialUplink:
 
     def close(self):
         pass
+
+
+# Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+_BOOT_ONLY = ("SerialUplink.__init__",)
