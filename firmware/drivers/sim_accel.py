@@ -52,15 +52,6 @@ def _hash30(v):
     return v ^ (v >> 16)
 
 
-def _sin(tab, ti):
-    """sin(2 pi ti / 1024) in Q15 from the quarter-wave table, ti in 0..1024."""
-    r = ti & (_QUARTER - 1)
-    q = ti >> 8
-    if q & 1:
-        r = _QUARTER - r
-    return -tab[r] if q & 2 else tab[r]
-
-
 class SimAccel:
     max_odr_hz = 3200
     fifo_depth = _FIFO
@@ -96,8 +87,7 @@ class SimAccel:
         self._t_axis = tuple(t[0] for t in self.tones)
         self._t_inc = tuple(int(round(t[1] / odr_hz * 1073741824.0)) & _M30 for t in self.tones)
         amp = tuple(int(round(t[2] * _LSB_PER_G * 256)) for t in self.tones)
-        self._t_amp_hi = tuple(a >> 15 for a in amp)
-        self._t_amp_lo = tuple(a & _M15 for a in amp)
+        self._t_amp = tuple((a >> 15, a & _M15) for a in amp)
         self._dc = tuple(int(round(d * _LSB_PER_G * 256)) for d in self.dc_g)
         # noise: sum of 4 uniform 15-bit values (std 2**15/sqrt(3)), scaled to noise_g (Q8
         # counts) as (u * mul) >> shift, mul < 2**14 so that |u * mul| < 2**30
@@ -105,8 +95,7 @@ class SimAccel:
         sh = 0
         while sh < 24 and std * (1 << (sh + 1)) < 16384:
             sh += 1
-        self._noise_mul = min(16383, int(round(std * (1 << sh))))
-        self._noise_shift = sh
+        self._noise = (min(16383, int(round(std * (1 << sh)))), sh)  # (mul, shift)
         self._seed_key = _hash30(_mul30(self.seed & _M30, 0x19E3779B))
         self._next = 0  # index of the next sample to hand out
         self._base = 0  # index produced at time _t0
@@ -122,18 +111,29 @@ class SimAccel:
             if self._t_axis[k] != axis:
                 continue
             ph = _mul30(i30, self._t_inc[k])
-            ti = ph >> 20  # 0..1023
+            ti = ph >> 20  # 0..1023: sin(2 pi ti / 1024) and the next step, interpolated
             fr = (ph >> 4) & 0xFFFF
-            s0 = _sin(tab, ti)
-            s = s0 + (((_sin(tab, ti + 1) - s0) * fr) >> 16)
-            acc += s * self._t_amp_hi[k] + ((s * self._t_amp_lo[k]) >> 15)
-        if self._noise_mul:
+            r = ti & (_QUARTER - 1)
+            if ti & _QUARTER:  # 2nd and 4th quarter: back down the table
+                s0 = tab[_QUARTER - r]
+                s1 = tab[_QUARTER - 1 - r]
+            else:
+                s0 = tab[r]
+                s1 = tab[r + 1]
+            if ti & (2 * _QUARTER):  # the negative half turn
+                s0 = -s0
+                s1 = -s1
+            s = s0 + (((s1 - s0) * fr) >> 16)
+            hi, lo = self._t_amp[k]
+            acc += s * hi + ((s * lo) >> 15)
+        mul, sh = self._noise
+        if mul:
             # the noise repeats after 2**27 samples (11.6 h at 3200 Hz)
             key = ((i & 0x7FFFFFF) * 6 + axis * 2) ^ self._seed_key
             h1 = _hash30(key)
             h2 = _hash30(key ^ 1)
             u = (h1 & _M15) + (h1 >> 15) + (h2 & _M15) + (h2 >> 15) - 65534
-            acc += (u * self._noise_mul) >> self._noise_shift
+            acc += (u * mul) >> sh
         v = (acc + 128) >> 8
         fs = self.full_scale
         if v > fs:

@@ -9,15 +9,23 @@ import os
 import sys
 
 
-NAME = "unix"
-
-
 class Port:
-    name = NAME
+    name = "unix"
 
     def __init__(self):
-        self.node_dir = os.getenv("VIBEKIT_NODE_DIR") or "."
+        nd = os.getenv("VIBEKIT_NODE_DIR") or "."
+        if nd[0] != "/":
+            nd = os.getcwd() + "/" + nd
+        self.node_dir = nd
         self.wdt_fed = 0
+        # Run from the code's directory, found through "" on sys.path, as a board runs from
+        # its flash root: the modules imported from here on are "vibenode/node.mpy" instead
+        # of their long host paths (a module's path is interned: ~45 bytes each for the
+        # node's whole life). Not for a ROMFS image (/rom), which is on sys.path already.
+        code = __file__.rsplit("/", 2)[0]  # <code>/ports/unix.mpy
+        if code in sys.path and "" in sys.path and code != "/rom":
+            os.chdir(code)
+            sys.path.remove(code)
 
     def path(self, name):
         return self.node_dir + "/" + name
@@ -142,4 +150,4 @@ class Port:
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
 # (heap_probe: main.py calls it before the drop)
 _BOOT_ONLY = ("Port.__init__", "Port.path", "Port.config_path", "Port.load_board", "Port.mount_flash",
-              "Port.serial_stream", "Port.network_up", "Port.ntp_time_ms", "Port.watchdog", "Port.heap_probe")
+              "Port.serial_stream", "Port.network_up", "Port.ntp_time_ms", "Port.watchdog", "Port.heap_probe", "Port.bus")

@@ -22,7 +22,7 @@ _IOCTL_BLOCK_COUNT = const(4)
 _IOCTL_BLOCK_SIZE = const(5)
 _IOCTL_ERASE = const(6)
 
-_CHUNK = const(512)  # erase / create in small pieces: a 4 KB bytes object per erase is heap waste
+_CHUNK = const(128)  # erase / create in small pieces (littlefs programs at most its 128-byte cache at once)
 
 
 class FileFlash:

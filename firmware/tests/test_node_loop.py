@@ -362,7 +362,10 @@ def test_resync_renumbers_on_the_wire_and_survives_a_power_cut():
     j2 = Journal(root, flush_records=1)
     assert j2.offset == 100 and j2.acked == 2 and j2.next_seq > 6
     up2 = FakeUplink()
-    node2 = Node(node.cfg, j2, FakeAcq(), FakeFx(), FakeTemp(), up2, FakePort(), log=lambda *a: None)
+    cfg2 = validate({"node_id": "t1", "window": {"interval_s": 0}, "status_interval_s": 0,
+                     "batch": {"ack_timeout_s": 0.2, "max_records": 4, "backfill_rps": 0},
+                     "journal": {"flush_records": 1, "offline_flush_records": 3, "offline_flush_ms": 60000}})
+    node2 = Node(cfg2, j2, FakeAcq(), FakeFx(), FakeTemp(), up2, FakePort(), log=lambda *a: None)
     node2.acks = 1
     node2.window()
     node2.service(time.ticks_ms())

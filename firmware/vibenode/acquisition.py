@@ -34,9 +34,14 @@ class Acquisition:
         self.odr_hz = odr_hz
         if range_g is not None or getattr(accel, "odr_hz", None) != odr_hz:
             accel.configure(odr_hz, range_g if range_g is not None else accel.range_g)
-        self.x = array("h", range(n))
-        self.y = array("h", range(n))
-        self.z = array("h", range(n))
+        # One buffer for the three axes: x, y and z (n samples each) are slices of it, each
+        # followed by 2 spare int16. The node runs the FFT in place in them
+        # (FeatureExtractor(in_place=True)) and builds its batches in them between windows.
+        self.samples = array("h", range(3 * (n + 2)))
+        mv = memoryview(self.samples)
+        self.x = mv[0:n]
+        self.y = mv[n + 2 : 2 * n + 2]
+        self.z = mv[2 * n + 4 : 3 * n + 4]
         self.scale_g = accel.scale_g
         # sleep about a quarter of the FIFO fill time when it is empty (3200 Hz, 32 deep: 2 ms)
         depth = getattr(accel, "fifo_depth", 32)

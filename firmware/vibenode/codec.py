@@ -81,9 +81,9 @@ class BatchBuilder:
     """Builds one batch at a time in a preallocated buffer (no per-batch allocation).
 
     begin(); add(record, extra_flags)...; finish() -> memoryview valid until the next begin().
-    buf: a buffer of at least max_bytes to build in (the node lends it the FFT's work buffer:
-    a batch lives between windows only); begin() writes the whole header, so whatever used
-    the buffer meanwhile does not matter.
+    buf: a buffer of at least max_bytes to build in (the node lends it its sample buffers: a
+    batch lives between windows only); begin() writes the whole header, so whatever used the
+    buffer meanwhile does not matter.
     """
 
     def __init__(self, node_id, max_bytes=_MAX_BATCH, buf=None):

@@ -2,7 +2,7 @@
 #
 # load(path) -> dict with every key present (defaults filled in). Any problem raises
 # ConfigError naming the key path, e.g. "config: mqtt.port: must be an int in 1..65535".
-# The schema lives in DEFAULTS + _RULES below; docs/firmware.md lists the keys.
+# The schema lives in DEFAULTS + _rules() below; docs/firmware.md lists the keys.
 import json
 
 from vibenode.codec import valid_node_id
@@ -66,59 +66,60 @@ DEFAULTS = {
     "board": None,  # optional override of board.json's name, for the state message
 }
 
-_NUM = (int, float)
-_OPT_STR = (str, type(None))
-_OPT_DICT = (dict, type(None))
-
-# key path, types, low, high (None: no bound). Special checks follow in validate().
-_RULES = (
-    ("node_id", str, None, None),
-    ("uplink", str, None, None),
-    ("mqtt.host", str, None, None),
-    ("mqtt.port", int, 1, 65535),
-    ("mqtt.prefix", str, None, None),
-    ("mqtt.client_id", _OPT_STR, None, None),
-    ("mqtt.user", _OPT_STR, None, None),
-    ("mqtt.password", _OPT_STR, None, None),
-    ("mqtt.keepalive_s", int, 0, 65535),
-    ("mqtt.timeout_s", _NUM, 0.1, 120),
-    ("mqtt.backoff_min_s", _NUM, 0.05, 600),
-    ("mqtt.backoff_max_s", _NUM, 0.05, 3600),
-    ("mqtt.tls", _OPT_DICT, None, None),
-    ("serial.hello_interval_s", _NUM, 0.1, 3600),
-    ("serial.write_timeout_s", _NUM, 0.01, 600),
-    ("window.n", int, 16, 8192),
-    ("window.odr_hz", _NUM, 1, 100000),
-    ("window.range_g", _NUM, 1, 400),
-    ("window.interval_s", _NUM, 0, 86400),
-    ("features.bands", list, None, None),
-    ("features.vel_band", list, None, None),
-    ("features.hf_edge_hz", _NUM, 0.001, 100000),
-    ("features.iso_limits", list, None, None),
-    ("batch.max_records", int, 1, 255),
-    ("batch.max_bytes", int, 256, 16384),
-    ("batch.ack_timeout_s", _NUM, 0.1, 600),
-    ("batch.backfill_rps", _NUM, 0, 1000000),
-    ("status_interval_s", _NUM, 0, 86400),
-    ("journal.segment_bytes", int, 512, 1 << 24),
-    ("journal.quota_bytes", int, 2048, 1 << 30),
-    ("journal.flush_records", int, 1, 10000),
-    ("journal.flush_ms", int, 0, 3600000),
-    ("journal.stage_bytes", int, 64, 65536),
-    ("journal.offline_flush_records", int, 1, 10000),
-    ("journal.offline_flush_ms", int, 0, 3600000),
-    ("wifi", _OPT_DICT, None, None),
-    ("ntp_host", _OPT_STR, None, None),
-    ("watchdog_s", _NUM, 0, 3600),
-    ("board", _OPT_STR, None, None),
-)
+def _rules():
+    """(key path, types, low, high (None: no bound)); special checks follow in validate().
+    Built when called: the validator's names stay out of the interned strings (qstrs)."""
+    num = (int, float)
+    opt_str = (str, type(None))
+    opt_dict = (dict, type(None))
+    return (
+        ("node_id", str, None, None),
+        ("uplink", str, None, None),
+        ("mqtt.host", str, None, None),
+        ("mqtt.port", int, 1, 65535),
+        ("mqtt.prefix", str, None, None),
+        ("mqtt.client_id", opt_str, None, None),
+        ("mqtt.user", opt_str, None, None),
+        ("mqtt.password", opt_str, None, None),
+        ("mqtt.keepalive_s", int, 0, 65535),
+        ("mqtt.timeout_s", num, 0.1, 120),
+        ("mqtt.backoff_min_s", num, 0.05, 600),
+        ("mqtt.backoff_max_s", num, 0.05, 3600),
+        ("mqtt.tls", opt_dict, None, None),
+        ("serial.hello_interval_s", num, 0.1, 3600),
+        ("serial.write_timeout_s", num, 0.01, 600),
+        ("window.n", int, 16, 8192),
+        ("window.odr_hz", num, 1, 100000),
+        ("window.range_g", num, 1, 400),
+        ("window.interval_s", num, 0, 86400),
+        ("features.bands", list, None, None),
+        ("features.vel_band", list, None, None),
+        ("features.hf_edge_hz", num, 0.001, 100000),
+        ("features.iso_limits", list, None, None),
+        ("batch.max_records", int, 1, 255),
+        ("batch.max_bytes", int, 256, 16384),
+        ("batch.ack_timeout_s", num, 0.1, 600),
+        ("batch.backfill_rps", num, 0, 1000000),
+        ("status_interval_s", num, 0, 86400),
+        ("journal.segment_bytes", int, 512, 1 << 24),
+        ("journal.quota_bytes", int, 2048, 1 << 30),
+        ("journal.flush_records", int, 1, 10000),
+        ("journal.flush_ms", int, 0, 3600000),
+        ("journal.stage_bytes", int, 64, 65536),
+        ("journal.offline_flush_records", int, 1, 10000),
+        ("journal.offline_flush_ms", int, 0, 3600000),
+        ("wifi", opt_dict, None, None),
+        ("ntp_host", opt_str, None, None),
+        ("watchdog_s", num, 0, 3600),
+        ("board", opt_str, None, None),
+    )
 
 
 def _pairs(v, most):
     if not 1 <= len(v) <= most:
         return "must hold 1..%d [low, high] pairs" % most
     for p in v:
-        if not (isinstance(p, list) and len(p) == 2 and isinstance(p[0], _NUM) and isinstance(p[1], _NUM) and 0 <= p[0] < p[1]):
+        if not (isinstance(p, list) and len(p) == 2 and isinstance(p[0], (int, float)) and isinstance(p[1], (int, float)) and 0 <= p[0] < p[1]):
             return "each entry must be [low_hz, high_hz] with 0 <= low < high"
     return None
 
@@ -137,7 +138,7 @@ def _special(cfg):
     yield "window.n", None if n & (n - 1) == 0 else "must be a power of two"
     yield "features.bands", _pairs(f["bands"], 8)
     yield "features.vel_band", _pairs([f["vel_band"]], 1)
-    yield "features.iso_limits", None if len(lim) == 3 and all(isinstance(x, _NUM) for x in lim) and lim[0] < lim[1] < lim[2] else "must be 3 increasing numbers (A/B, B/C, C/D)"
+    yield "features.iso_limits", None if len(lim) == 3 and all(isinstance(x, (int, float)) for x in lim) and lim[0] < lim[1] < lim[2] else "must be 3 increasing numbers (A/B, B/C, C/D)"
     yield "watchdog_s", None if cfg["watchdog_s"] == 0 or cfg["watchdog_s"] >= 1 else "must be 0 (off) or >= 1"
 
 
@@ -167,7 +168,7 @@ def validate(given):
         raise ConfigError("config: must be a JSON object")
     errors = []
     cfg = _merge(DEFAULTS, given, "", errors)
-    for key, types, lo, hi in _RULES:
+    for key, types, lo, hi in _rules():
         v = _get(cfg, key)
         if v is None and key == "node_id":
             errors.append("node_id: required")

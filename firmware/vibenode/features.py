@@ -9,12 +9,14 @@
 import math
 from array import array
 
+from micropython import const
+
 try:
     from vibenode import kernels as _k
 except Exception:  # no viper emitter (CircuitPython) or native code for another arch
     _k = None
 
-G_MM_S2 = 9806.65  # 1 g in mm/s**2
+_G_MM_S2 = const(9806.65)  # 1 g in mm/s**2
 
 # ISO 10816-3 zone boundaries A/B, B/C, C/D in mm/s RMS, by machine group and foundation
 ISO_10816_3 = {
@@ -24,8 +26,8 @@ ISO_10816_3 = {
     (2, "flexible"): (2.3, 4.5, 7.1),
 }
 
-_EPS = 1e-6  # bin edges: a bin exactly on an edge counts as on it despite float rounding
-_TWO29 = 536870912.0
+_EPS = const(1e-6)  # bin edges: a bin exactly on an edge counts as on it despite float rounding
+_TWO29 = const(536870912.0)
 
 
 def iso_limits_for(group, foundation):
@@ -115,12 +117,17 @@ class FeatureLayout:
 
 
 class FeatureExtractor(FeatureLayout):
-    """compute(x, y, z, scale_g, out) fills out[1..nvalues-1]; out[0] is the caller's."""
+    """compute(x, y, z, scale_g, out) fills out[1..nvalues-1]; out[0] is the caller's.
+
+    in_place: the FFT of each axis runs in the axis's own buffer, which must be followed by 4
+    spare bytes (the n/2 + 1 powers take 2n + 4 bytes): no work buffer of its own, but
+    compute() leaves the samples overwritten. Acquisition lays its buffers out so.
+    """
 
     def __init__(self, n=1024, odr_hz=3200.0,
                  bands=((10, 100), (100, 500), (500, 1000), (1000, 1600)),
                  vel_band=(10.0, 1000.0), hf_edge_hz=1000.0, iso_limits=(2.8, 7.1, 18.0),
-                 backend=None, work=None):
+                 backend=None, in_place=False):
         FeatureLayout.__init__(self, n, odr_hz, bands, vel_band, hf_edge_hz, iso_limits)
         if backend is None:
             backend = "viper" if _k is not None else "reference"
@@ -136,14 +143,9 @@ class FeatureExtractor(FeatureLayout):
         # big buffer first, as a raw bytearray (through viper pointers): no temporary copy at
         # construction, so it fits a fragmented heap. A real n-point FFT runs as an n/2-point
         # complex one (even samples real, odd imaginary) on int16 (re, im) pairs, and the
-        # n/2 + 1 one-sided powers (int32) then take their place: one buffer of 2n + 4 bytes.
-        # `work`: a caller's buffer of at least that size (scratch: nothing in it survives a
-        # compute(); the node builds its batches in it between windows).
-        if work is None:
-            work = bytearray(self.work_bytes(n))
-        elif len(work) < self.work_bytes(n):
-            raise ValueError("work buffer too small")
-        self.work = work
+        # n/2 + 1 one-sided powers (int32) then take their place: one buffer of 2n + 4 bytes
+        # (scratch: nothing in it survives a compute()), none when in place.
+        self.work = None if in_place else bytearray(4 * (n // 2 + 1))
         self.qcos = array("H", bytearray(2 * (q + 1)))  # Q15 cosines 0..32768
         for i in range(q + 1):
             self.qcos[i] = int(math.floor(32768 * math.cos(2 * math.pi * i / n) + 0.5))
@@ -172,12 +174,7 @@ class FeatureExtractor(FeatureLayout):
                 e += 1
             self.vw_m[k - kv0] = int(v * 16384 + 0.5)
             self.vw_e[k - kv0] = e
-        self.vel_gain = (G_MM_S2 * n / (2 * math.pi * odr_hz * kv0)) ** 2 if kv0 else 0.0
-
-    @staticmethod
-    def work_bytes(n):
-        """Size of the FFT work buffer for n samples."""
-        return 4 * (n // 2 + 1)
+        self.vel_gain = (_G_MM_S2 * n / (2 * math.pi * odr_hz * kv0)) ** 2 if kv0 else 0.0
 
     def compute(self, x, y, z, scale_g, out):
         if self.backend == "reference":
@@ -211,7 +208,7 @@ class FeatureExtractor(FeatureLayout):
             while (pk0 << (lsh + 1)) < 16384:
                 lsh += 1
             frac = ((rem << lsh) + n // 2) // n
-        wk = self.work
+        wk = buf if self.work is None else self.work  # in place: the powers end 4 bytes past the samples
         wmax = k.moments_window(buf, n, m0, lsh, rsh, frac, self.qcos, wk, res)
         # time domain, in d units (counts * 2**(lsh - rsh))
         u = res[0] / n

@@ -18,7 +18,7 @@ from binascii import crc32
 from micropython import const
 
 _HDR = const(6)  # u16 length + u32 crc
-_STATE_MAGIC = b"VJ01"
+_STATE_MAGIC = const(b"VJ01")
 _STATE_LEN = const(30)  # magic 4, boot 2, acked 4, dropped 4, floor 4, clean 1, skip 2, offset 4, pad 1, crc 4
 _MAX_REC = const(0xFFFF)
 

@@ -60,7 +60,8 @@ def moments_window(buf, n: int, m0: int, lsh: int, rsh: int, frac: int, qcos, wo
     sum qh*ql, sum ql**2 (hi, lo each), where q = d*d = qh * 2**14 + ql.
     The windowed samples xw[i] = d * hann[i] (Q15 Hann from the quarter-wave cosine table of
     length n) are packed for a half-length complex FFT as int16 (re, im) pairs: work[i] = xw[i]
-    (even i the real parts, odd i the imaginary ones). Returns max |xw| (< 2**14).
+    (even i the real parts, odd i the imaginary ones); work may be buf itself (sample i is
+    read before xw[i] is stored). Returns max |xw| (< 2**14).
     """
     p = ptr16(buf)
     c = ptr16(qcos)

@@ -39,12 +39,11 @@ _PREVIEW = const(0x40)
 class Node:
     def __init__(self, cfg, journal, acq, fx, temp, uplink, port, clock=None, health=None, log=print,
                  batch_buf=None):
-        self.cfg = cfg
+        self.net_cfg = {"wifi": cfg.get("wifi")}  # what the ports' network calls read
         self.journal = journal
         self.acq = acq
         self.fx = fx
         self.temp = temp
-        self.uplink = uplink
         self.port = port
         self.log = log
         self.clock = clock or Clock()
@@ -54,7 +53,7 @@ class Node:
         self.ack_timeout_ms = int(b["ack_timeout_s"] * 1000)
         self.interval_ms = int(cfg["window"]["interval_s"] * 1000)
         self.status_ms = int(cfg["status_interval_s"] * 1000)
-        # batch_buf: build() lends the FFT's work buffer (a batch lives between windows only)
+        # batch_buf: build() lends the sample buffers (a batch lives between windows only)
         self.builder = codec.BatchBuilder(cfg["node_id"], b["max_bytes"], batch_buf)
         nvalues = fx.nvalues if fx is not None else 1
         self.values = array("f", [0.0] * nvalues)
@@ -87,12 +86,20 @@ class Node:
         self._flush_up = (jc.get("flush_records", journal.flush_records), jc.get("flush_ms", journal.flush_ms))
         self._flush_down = (jc.get("offline_flush_records", self._flush_up[0]), jc.get("offline_flush_ms", self._flush_up[1]))
         self.offline = False
-        uplink.on_ack = self._on_ack
+        self.set_uplink(uplink)
+
+    def set_uplink(self, uplink):
+        """The uplink whose acks this node takes (build() attaches it after the node is built)."""
+        self.uplink = uplink
+        if uplink is not None:
+            uplink.on_ack = self._on_ack
 
     # -- records ---------------------------------------------------------------------------
 
-    def _append(self, kind, flags, values):
-        ts_s, ts_ms, synced = self.clock.stamp()
+    def _append(self, kind, flags, values, ts=None):
+        """Encode one record (stamped now, or with ts = clock.stamp() taken earlier) into the
+        journal; False (and counted) if the journal refused it."""
+        ts_s, ts_ms, synced = ts or self.clock.stamp()
         if synced:
             flags |= _CLOCK_SYNCED
         j = self.journal
@@ -110,8 +117,7 @@ class Node:
         flags = 0
         vals = self.values
         self.live_from = self.journal.next_seq
-        stamp_clock = self.clock.stamp  # the record is stamped at the window's start
-        ts = stamp_clock()
+        ts = self.clock.stamp()  # the record is stamped at the window's start
         try:
             f = self.acq.capture()
             flags |= f & (_FIFO_OVERRUN | _CLIPPED)
@@ -140,18 +146,7 @@ class Node:
                 flags |= _TEMP_FAULT
                 vals[0] = _NAN
         h.windows += 1
-        # stamp with the window's start time
-        ts_s, ts_ms, synced = ts
-        if synced:
-            flags |= _CLOCK_SYNCED
-        j = self.journal
-        n = codec.encode_record_into(self.recbuf, j.next_seq, j.boot, _KIND_MEASUREMENT, flags, ts_s, ts_ms, vals, -1, _copy)
-        try:
-            j.append(self.recmv[:n])
-        except Exception as e:
-            h.error("journal_append", e)
-            return False
-        return True
+        return self._append(_KIND_MEASUREMENT, flags, vals, ts)
 
     def status(self):
         v = fill_status(
@@ -389,7 +384,7 @@ class Node:
         up = self.uplink
         if not up.connected:
             try:
-                self.port.network_check(self.cfg)  # WiFi reconnect on boards, bounded
+                self.port.network_check(self.net_cfg)  # WiFi reconnect on boards, bounded
             except Exception as e:
                 self.health.error("network", e)
         while True:
@@ -469,13 +464,10 @@ def build(port, board, cfg, log=print, drop_boot=False):
     w = cfg["window"]
     n = w["n"]
     odr = w["odr_hz"]
-    # The big buffers first, while the heap is still in one piece. The batch is built between
-    # windows and the FFT runs during one: they share one scratch buffer.
-    scratch = bytearray(max(FeatureExtractor.work_bytes(n), cfg["batch"]["max_bytes"]))
     from vibenode.acquisition import Acquisition
 
     accel = make_accel(specs["accel"], port)
-    acq = Acquisition(accel, n, odr, w["range_g"])
+    acq = Acquisition(accel, n, odr, w["range_g"])  # the biggest buffer first: 3 x (2n + 4) bytes
     built(type(accel).__module__, "vibenode.acquisition")
     f = cfg["features"]
     fx = FeatureExtractor(
@@ -485,9 +477,20 @@ def build(port, board, cfg, log=print, drop_boot=False):
         vel_band=tuple(f["vel_band"]),
         hf_edge_hz=f["hf_edge_hz"],
         iso_limits=tuple(f["iso_limits"]),
-        work=scratch,
+        in_place=True,  # the FFT runs in the sample buffers
     )
     built("vibenode.features")
+    # Batches are built between windows, when the samples are dead: in the sample buffer too,
+    # through a byte view of it (uctypes; a port without it gets a batch buffer of its own).
+    batch_buf = None
+    try:
+        import uctypes
+
+        nb = 2 * len(acq.samples)
+        if cfg["batch"]["max_bytes"] <= nb:
+            batch_buf = uctypes.bytearray_at(uctypes.addressof(acq.samples), nb)
+    except ImportError:
+        pass
     health = Health(log)
     temp = None
     try:
@@ -516,43 +519,77 @@ def build(port, board, cfg, log=print, drop_boot=False):
         stage_bytes=jc.get("stage_bytes", 2048),
     )
     built("vibenode.journal")
-    pool = getattr(port, "socket_pool", None)  # CircuitPython: minimqtt on the port's socketpool
-    if cfg["uplink"] == "mqtt":
-        port.network_up(cfg)
-        if pool is not None:
-            from vibenode.uplink_minimqtt import MqttUplink
-
-            uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION, pool=pool())
-        else:
-            from vibenode.uplink_mqtt import MqttUplink
-
-            uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION)
-    else:
-        from vibenode.uplink_serial import SerialUplink
-
-        uplink = SerialUplink(cfg, health, port.serial_stream(), journal.boot, board_name, FW_VERSION)
-    built(type(uplink).__module__)
     clock = Clock()
+    # The node before the uplink's code is loaded: the node's constructors go first.
+    node = Node(cfg, journal, acq, fx, temp, None, port, clock, health, log, batch_buf)
+    built("vibenode.codec", "vibenode.clock", "vibenode.status")
+    # The port's last boot calls, then its boot code goes too (the flash driver's included).
+    mqtt = cfg["uplink"] == "mqtt"
+    if mqtt:
+        port.network_up(cfg)
+    else:
+        stream = port.serial_stream()
     t = port.ntp_time_ms(cfg)
     if t:
         clock.sync(t)
+    if hasattr(port, "heap_probe"):
+        port.heap_probe(node)  # the virtual board's heap figures (off unless asked for)
+    port.watchdog(cfg["watchdog_s"])
+    pool = getattr(port, "socket_pool", None)  # CircuitPython: minimqtt on the port's socketpool
+    built(*[m for m in sys.modules if m.startswith("ports")])
+    if not mqtt:
+        from vibenode.uplink_serial import SerialUplink
+
+        uplink = SerialUplink(cfg, health, stream, journal.boot, board_name, FW_VERSION)
+    elif pool is not None:
+        from vibenode.uplink_minimqtt import MqttUplink
+
+        uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION, pool=pool())
+    else:
+        from vibenode.uplink_mqtt import MqttUplink
+
+        uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION)
+    node.set_uplink(uplink)
+    built(type(uplink).__module__)
     log(
         "vibenode %s node=%s boot=%d next_seq=%d depth=%d uplink=%s board=%s"
         % (FW_VERSION, cfg["node_id"], journal.boot, journal.next_seq, journal.depth, cfg["uplink"], board_name)
     )
-    node = Node(cfg, journal, acq, fx, temp, uplink, port, clock, health, log, scratch)
-    port.watchdog(cfg["watchdog_s"])
     return node
 
 
-def drop_boot_code(mod=None):
+def boot(port):
+    """main.py's boot: load and check the config (the validator is dropped at once), build the
+    node part by part, start the virtual board's heap probe if asked for, then free what is
+    left of the boot code (this function included). ConfigError and BoardError (ValueErrors)
+    and OSError propagate: main.py reports them."""
+    import vibenode
+    from vibenode import config
+
+    try:
+        cfg = config.load(port.config_path())
+    finally:
+        # the validator is big (schema + messages): dropped once the config is checked
+        sys.modules.pop("vibenode.config", None)
+        if hasattr(vibenode, "config"):  # not set when it was imported ahead (romboot.py)
+            del vibenode.config
+        del config
+        gc.collect()
+    node = build(port, port.load_board(), cfg, port.log, drop_boot=True)
+    del cfg
+    drop_boot_code()  # what is left: build(), boot() and the node's constructor
+    gc.collect()
+    return node
+
+
+def drop_boot_code(*modules):
     """Free the code only the boot runs (of one module, or of every loaded one): constructors,
     the journal's boot scan, table builders, the port's boot calls, build() itself. A module
     lists its boot-only names in _BOOT_ONLY ("name" or "Class.method"). Module names are
     deleted; methods are set to None, since MicroPython keeps the value of a deleted class
     attribute alive. Only main.py drops code (through build() and once the node is built):
     nothing constructs a part after that."""
-    for mod in (mod,) if mod is not None else list(sys.modules.values()):
+    for mod in modules or list(sys.modules.values()):
         names = getattr(mod, "_BOOT_ONLY", None)
         if names is None:
             continue
@@ -566,4 +603,4 @@ def drop_boot_code(mod=None):
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("Node.__init__", "build", "drop_boot_code")
+_BOOT_ONLY = ("Node.__init__", "Node.set_uplink", "build", "boot", "drop_boot_code")

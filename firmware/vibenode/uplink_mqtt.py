@@ -106,21 +106,6 @@ def _wrap_tls(raw, tls, host):
     return ctx.wrap_socket(raw, server_hostname=tls.get("server_hostname") or host)
 
 
-class _SocketModule:
-    """Stands in for the socket module inside umqtt.simple so its socket is ours."""
-
-    def __init__(self, link):
-        self._link = link
-        self.last = None
-
-    def socket(self):
-        self.last = _Sock(self._link, self._link.tls)
-        return self.last
-
-    def getaddrinfo(self, host, port):
-        return socket.getaddrinfo(host, port)
-
-
 class MqttUplink:
     def __init__(self, cfg, health, boot, board_name, fw_version, now_ms=time.ticks_ms):
         m = cfg["mqtt"]
@@ -134,6 +119,8 @@ class MqttUplink:
         self.keepalive_s = m["keepalive_s"]
         self.timeout_s = m["timeout_s"]
         self.tls = m["tls"]
+        if self.tls is None:
+            _BOOT_ONLY.append("_wrap_tls")  # no TLS configured: the node never wraps a socket
         self.backoff_min_ms = int(m["backoff_min_s"] * 1000)
         self.backoff_max_ms = int(m["backoff_max_s"] * 1000)
         base = m["prefix"] + "/" + self.node_id
@@ -149,7 +136,7 @@ class MqttUplink:
         self.sent = 0
         self.rx_ms = self.tx_ms = now_ms()
         self._client = None
-        self._sockmod = _SocketModule(self)
+        self._sock = None  # the _Sock of the current (or last) connection
         self._poller = None
         self._delay_ms = 0
         self._next_try = now_ms()
@@ -178,7 +165,7 @@ class MqttUplink:
         c = simple.MQTTClient(self.client_id, self.host, self.port, self.user, self.password, self.keepalive_s)
         c.set_callback(self._on_message)
         c.set_last_will(self.topic_state, '{"state":"offline"}', retain=True, qos=1)
-        simple.socket = self._sockmod  # umqtt.simple opens its socket through us
+        simple.socket = self  # umqtt.simple opens its socket through us (socket(), getaddrinfo())
         self._client = c
         try:
             c.connect(clean_session=False)
@@ -186,7 +173,7 @@ class MqttUplink:
             c.subscribe(self.topic_ack, qos=1)
             c.publish(self.topic_state, self.state_online, retain=True, qos=1)
         except Exception as e:
-            self._sockmod.last and self._close_sock()
+            self._sock and self._close_sock()
             self._client = None
             self._fail("mqtt_connect", e)
             return
@@ -196,7 +183,15 @@ class MqttUplink:
             self.reconnects += 1
         self._delay_ms = 0
         self._poller = select.poll()
-        self._poller.register(self._sockmod.last.raw, select.POLLIN)
+        self._poller.register(self._sock.raw, select.POLLIN)
+
+    # umqtt.simple's socket module: the uplink itself (simple.socket = self in _connect)
+    def socket(self):
+        self._sock = _Sock(self, self.tls)
+        return self._sock
+
+    def getaddrinfo(self, host, port):
+        return socket.getaddrinfo(host, port)
 
     def _fail(self, what, exc):
         self.health.error(what, exc)
@@ -209,8 +204,8 @@ class MqttUplink:
         self._next_try = time.ticks_add(self._now(), wait)
 
     def _close_sock(self):
-        s = self._sockmod.last
-        self._sockmod.last = None
+        s = self._sock
+        self._sock = None
         if s is not None:
             try:
                 s.close()
@@ -251,7 +246,7 @@ class MqttUplink:
             return
         if timeout_ms > 0 and not self._poller.poll(timeout_ms):
             return
-        s = self._sockmod.last
+        s = self._sock
         try:
             for _ in range(32):  # bounded: never starve the sampling loop
                 s.got = False
@@ -283,4 +278,4 @@ class MqttUplink:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("MqttUplink.__init__", "_SocketModule.__init__")
+_BOOT_ONLY = ["MqttUplink.__init__"]
