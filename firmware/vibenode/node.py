@@ -445,6 +445,9 @@ class Node:
 def build(port, board, cfg, log=print, drop_boot=False):
     """Wire the real parts: sensors, acquisition, features, flash + journal, uplink.
 
+    board: the board dict, or None to load it here (port.load_board()): a caller's reference
+    would keep it alive until build() returns.
+
     drop_boot (main.py): each part's boot-only code (its module's _BOOT_ONLY) is freed as soon
     as the part is built, the sensor tables once the sensors are: the boot never holds all of
     that code at once, so its heap peak stays close to the running node's."""
@@ -460,6 +463,8 @@ def build(port, board, cfg, log=print, drop_boot=False):
     from vibenode.features import FeatureExtractor
     from vibenode.sensors import make_accel, make_temp, sensor_specs
 
+    if board is None:
+        board = port.load_board()
     specs = sensor_specs(board)
     w = cfg["window"]
     n = w["n"]
@@ -575,7 +580,7 @@ def boot(port):
             del vibenode.config
         del config
         gc.collect()
-    node = build(port, port.load_board(), cfg, port.log, drop_boot=True)
+    node = build(port, None, cfg, port.log, drop_boot=True)
     del cfg
     drop_boot_code()  # what is left: build(), boot() and the node's constructor
     gc.collect()
