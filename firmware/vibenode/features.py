@@ -159,21 +159,22 @@ class FeatureExtractor(FeatureLayout):
             w = ((32768 - c) >> 1) / 32768.0
             w2 += w * w
         self.w2 = w2
-        # velocity weights (kv0 / k)**2 as Q14 mantissa in [2**13, 2**14] and exponent
+        # velocity weights (kv0 / k)**2 as Q14 mantissa in [2**13, 2**14] and exponent: the
+        # kernel computes them for whole bins; the band's first and last bin (partly inside
+        # it) are weighed by their share too, (mantissa, exponent) of each here
         kv0, kv1 = self.vel_bins
-        nv = max(kv1 - kv0, 1)
-        self.vw_m = array("H", bytearray(2 * nv))
-        self.vw_e = array("B", bytearray(nv))
+        self.kv0sq = kv0 * kv0
+        self.vw_ends = array("H", bytearray(8))
         lo, hi = self.vel_band
-        for k in range(kv0, kv1):
+        for i, k in ((0, kv0), (2, kv1 - 1)):
             # 1/f**2 relative to the first bin, times the bin's share of the band (edges)
-            v = (kv0 / k) ** 2 * vel_weight(k, lo, hi, n, odr_hz)
+            v = (kv0 / k) ** 2 * vel_weight(k, lo, hi, n, odr_hz) if k > 0 else 0.0
             e = 0
             while v < 0.5 and e < 24:
                 v *= 2
                 e += 1
-            self.vw_m[k - kv0] = int(v * 16384 + 0.5)
-            self.vw_e[k - kv0] = e
+            self.vw_ends[i] = int(v * 16384 + 0.5)
+            self.vw_ends[i + 1] = e
         self.vel_gain = (_G_MM_S2 * n / (2 * math.pi * odr_hz * kv0)) ** 2 if kv0 else 0.0
 
     def compute(self, x, y, z, scale_g, out):
@@ -242,7 +243,7 @@ class FeatureExtractor(FeatureLayout):
         k.band_sum(pw, b[0], b[1], res, 0)
         out[19 + axis] = math.sqrt(kk * (res[0] * _TWO29 + res[1]))
         b = self.vel_bins
-        k.weighted_sum(pw, b[0], b[1], self.vw_m, self.vw_e, res, 0)
+        k.vel_sum(pw, b[0], b[1], self.kv0sq, self.vw_ends, res, 0)
         vel = math.sqrt(kk * self.vel_gain * (res[0] * _TWO29 + res[1]))
         out[4 + axis] = vel
         # dominant line: power centroid and energy of the peak bin +-2 (the Hann main lobe),

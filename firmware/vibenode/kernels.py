@@ -337,25 +337,49 @@ def band_sum(pw, k0: int, k1: int, res, at: int) -> int:
 
 
 @micropython.viper
-def weighted_sum(pw, k0: int, k1: int, wm, we, res, at: int) -> int:
-    """Sum of pw[k] * wm[k-k0] * 2**-(14 + we[k-k0]) for k in k0..k1-1 as (hi, lo) words.
+def vel_sum(pw, k0: int, k1: int, kv0sq: int, ends, res, at: int) -> int:
+    """Sum of pw[k] * (kv0 / k)**2 for k in k0..k1-1 as (hi, lo) words, the weight as a Q14
+    mantissa m in [2**13, 2**14] and an exponent e: pw[k] * m * 2**-(14 + e).
 
-    wm: Q14 mantissa in [2**13, 2**14) (uint16), we: exponent (uint8). pw < 2**30 is split
-    as ph * 2**14 + pl so each product stays < 2**30.
+    The band's first and last bin (partly inside it) take (m, e) from ends[0..3] (uint16).
+    Every other bin computes its own, exactly what normalising the float (kv0 / k)**2 by
+    doubling gives, from integers: e doublings of a = kv0**2 (until 2a >= k**2, at most 24),
+    then m = round(a * 2**14 / k**2) by 15 steps of shift-and-subtract division (no divide
+    instruction, every intermediate < 2 k**2). pw < 2**30 is split as ph * 2**14 + pl so each
+    product stays < 2**30.
     """
     p = ptr32(pw)
-    m = ptr16(wm)
-    x = ptr8(we)
+    ed = ptr16(ends)
     r = ptr32(res)
     hi = 0
     lo = 0
     k = k0
     while k < k1:
+        if k == k0:
+            mm = int(ed[0])
+            sh = int(ed[1])
+        elif k == k1 - 1:
+            mm = int(ed[2])
+            sh = int(ed[3])
+        else:
+            k2 = k * k
+            a = kv0sq
+            sh = 0
+            while (a << 1) < k2 and sh < 24:
+                a <<= 1
+                sh += 1
+            q = 0
+            j = 0
+            while j < 15:
+                a <<= 1
+                q <<= 1
+                if a >= k2:
+                    a -= k2
+                    q |= 1
+                j += 1
+            mm = (q + 1) >> 1  # a * 2**15 / k**2 = q + rest: round(q / 2)
         v = int(p[k])
-        j = k - k0
-        mm = int(m[j])
         t = (v >> 14) * mm + (((v & 0x3FFF) * mm) >> 14)  # <= 2**30 + 2**14
-        sh = int(x[j])
         if sh:
             t = (t + (1 << (sh - 1))) >> sh
         lo += t
