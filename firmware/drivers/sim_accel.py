@@ -176,4 +176,4 @@ class SimAccel:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("_sine_table", "SimAccel.__init__", "SimAccel.configure")
+_BOOT_ONLY = ("_sine_table", ("SimAccel", "__init__", "configure"))

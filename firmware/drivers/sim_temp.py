@@ -20,4 +20,4 @@ class SimTemp:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("SimTemp.__init__",)
+_BOOT_ONLY = (("SimTemp", "__init__"),)

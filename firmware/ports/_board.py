@@ -182,5 +182,5 @@ class BoardPort:
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
 # (network_up stays: network_check reconnects through it; bus() hands out mcu_temp_c, which stays)
-_BOOT_ONLY = ("BoardPort.__init__", "BoardPort.config_path", "BoardPort.load_board", "BoardPort.mount_flash",
-              "BoardPort.serial_stream", "BoardPort.ntp_time_ms", "BoardPort.watchdog", "BoardPort.bus")
+_BOOT_ONLY = (("BoardPort", "__init__", "config_path", "load_board", "mount_flash", "serial_stream", "ntp_time_ms",
+               "watchdog", "bus"),)

@@ -149,5 +149,5 @@ class Port:
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
 # (heap_probe: main.py calls it before the drop)
-_BOOT_ONLY = ("Port.__init__", "Port.path", "Port.config_path", "Port.load_board", "Port.mount_flash",
-              "Port.serial_stream", "Port.network_up", "Port.ntp_time_ms", "Port.watchdog", "Port.heap_probe", "Port.bus")
+_BOOT_ONLY = (("Port", "__init__", "path", "config_path", "load_board", "mount_flash", "serial_stream", "network_up",
+               "ntp_time_ms", "watchdog", "heap_probe", "bus"),)

@@ -162,5 +162,4 @@ def mount_flash(image_path, mountpoint="/flash", block_size=4096, blocks=256, no
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
 # (counters, reset_counters: the benchmarks' instruments, never called by a node)
-_BOOT_ONLY = ("_size", "mount_flash", "FileFlash.__init__", "FileFlash._create", "FileFlash.counters",
-              "FileFlash.reset_counters")
+_BOOT_ONLY = ("_size", "mount_flash", ("FileFlash", "__init__", "_create", "counters", "reset_counters"))

@@ -28,16 +28,16 @@ _CLIPPED = const(0x20)
 
 
 class Acquisition:
-    def __init__(self, accel, n, odr_hz, range_g=None):
+    """samples: the buffer from new_samples(n), allocated ahead (build() does, before anything
+    can fragment the heap); None allocates it here."""
+
+    def __init__(self, accel, n, odr_hz, range_g=None, samples=None):
         self.accel = accel
         self.n = n
         self.odr_hz = odr_hz
         if range_g is not None or getattr(accel, "odr_hz", None) != odr_hz:
             accel.configure(odr_hz, range_g if range_g is not None else accel.range_g)
-        # One buffer for the three axes: x, y and z (n samples each) are slices of it, each
-        # followed by 2 spare int16. The node runs the FFT in place in them
-        # (FeatureExtractor(in_place=True)) and builds its batches in them between windows.
-        self.samples = array("h", range(3 * (n + 2)))
+        self.samples = samples if samples is not None else self.new_samples(n)
         mv = memoryview(self.samples)
         self.x = mv[0:n]
         self.y = mv[n + 2 : 2 * n + 2]
@@ -50,6 +50,13 @@ class Acquisition:
         self.timeout_ms = int(n * 1000 / odr_hz) + 1000
         self.windows = 0
         self.overruns = 0  # windows in which the FIFO overran
+
+    @staticmethod
+    def new_samples(n):
+        """One buffer for the three axes: x, y and z (n samples each) are slices of it, each
+        followed by 2 spare int16. The node runs the FFT in place in them
+        (FeatureExtractor(in_place=True)) and builds its batches in them between windows."""
+        return array("h", range(3 * (n + 2)))
 
     def flush(self):
         """Drop what piled up in the FIFO since the last window (it overran meanwhile)."""
@@ -96,4 +103,4 @@ class Acquisition:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("Acquisition.__init__",)
+_BOOT_ONLY = (("Acquisition", "__init__", "new_samples"),)

@@ -46,4 +46,4 @@ class Clock:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("Clock.__init__",)
+_BOOT_ONLY = (("Clock", "__init__"),)

@@ -166,4 +166,4 @@ def decode_ack(buf):
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
 # (encode_record: tests and tools only)
-_BOOT_ONLY = ("valid_node_id", "record_size", "encode_record", "BatchBuilder.__init__")
+_BOOT_ONLY = ("valid_node_id", "record_size", "encode_record", ("BatchBuilder", "__init__"))

@@ -263,4 +263,4 @@ class FeatureExtractor(FeatureLayout):
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
 # (the reference backend keeps its own reference to vel_weight, which it runs per window)
 _BOOT_ONLY = ("ISO_10816_3", "iso_limits_for", "bin_range", "vel_weight", "vel_bin_range",
-              "FeatureLayout.__init__", "FeatureExtractor.__init__")
+              ("FeatureLayout", "__init__"), ("FeatureExtractor", "__init__"))

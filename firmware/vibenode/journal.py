@@ -487,5 +487,5 @@ class Journal:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("_makedirs", "_parse_seg_name", "Journal.__init__", "Journal._read_state", "Journal._boot_recover",
-              "Journal._check_newest")
+_BOOT_ONLY = ("_makedirs", "_parse_seg_name",
+              ("Journal", "__init__", "_read_state", "_boot_recover", "_check_newest"))

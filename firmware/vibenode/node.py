@@ -442,38 +442,35 @@ class Node:
             self.service(start)
 
 
-def build(port, board, cfg, log=print, drop_boot=False):
-    """Wire the real parts: sensors, acquisition, features, flash + journal, uplink.
+def _built(drop_boot, *modules):
+    """build(): with drop_boot, free the boot-only code of the modules of a part just built."""
+    if drop_boot:
+        for name in modules:
+            mod = sys.modules.get(name)
+            if mod is not None:
+                drop_boot_code(mod)
+        gc.collect()
 
-    board: the board dict, or None to load it here (port.load_board()): a caller's reference
-    would keep it alive until build() returns.
 
-    drop_boot (main.py): each part's boot-only code (its module's _BOOT_ONLY) is freed as soon
-    as the part is built, the sensor tables once the sensors are: the boot never holds all of
-    that code at once, so its heap peak stays close to the running node's."""
+def _build_node(port, board, cfg, log, drop_boot):
+    """build()'s first half: sensors, acquisition, features, flash + journal and the node
+    without its uplink. Returns (node, board name)."""
+    from vibenode.acquisition import Acquisition
 
-    def built(*modules):
-        if drop_boot:
-            for name in modules:
-                mod = sys.modules.get(name)
-                if mod is not None:
-                    drop_boot_code(mod)
-            gc.collect()
-
+    w = cfg["window"]
+    n = w["n"]
+    odr = w["odr_hz"]
+    samples = Acquisition.new_samples(n)  # the biggest buffer (6n + 12 bytes) before the rest
     from vibenode.features import FeatureExtractor
     from vibenode.sensors import make_accel, make_temp, sensor_specs
 
     if board is None:
         board = port.load_board()
     specs = sensor_specs(board)
-    w = cfg["window"]
-    n = w["n"]
-    odr = w["odr_hz"]
-    from vibenode.acquisition import Acquisition
-
     accel = make_accel(specs["accel"], port)
-    acq = Acquisition(accel, n, odr, w["range_g"])  # the biggest buffer first: 3 x (2n + 4) bytes
-    built(type(accel).__module__, "vibenode.acquisition")
+    acq = Acquisition(accel, n, odr, w["range_g"], samples)
+    del samples
+    _built(drop_boot, type(accel).__module__, "vibenode.acquisition")
     f = cfg["features"]
     fx = FeatureExtractor(
         n,
@@ -484,7 +481,7 @@ def build(port, board, cfg, log=print, drop_boot=False):
         iso_limits=tuple(f["iso_limits"]),
         in_place=True,  # the FFT runs in the sample buffers
     )
-    built("vibenode.features")
+    _built(drop_boot, "vibenode.features")
     # Batches are built between windows, when the samples are dead: in the sample buffer too,
     # through a byte view of it (uctypes; a port without it gets a batch buffer of its own).
     batch_buf = None
@@ -508,7 +505,7 @@ def build(port, board, cfg, log=print, drop_boot=False):
         sys.modules.pop("vibenode.sensors", None)  # the driver tables: boot only
         if hasattr(sys.modules["vibenode"], "sensors"):
             del sys.modules["vibenode"].sensors
-        built(type(accel if temp is None else temp).__module__, "drivers.errors")
+        _built(drop_boot, type(accel if temp is None else temp).__module__, "drivers.errors")
     board_name = cfg["board"] or board.get("name", "unknown")
     root = port.mount_flash(board)
     del board
@@ -523,11 +520,33 @@ def build(port, board, cfg, log=print, drop_boot=False):
         flush_ms=jc["flush_ms"],
         stage_bytes=jc.get("stage_bytes", 2048),
     )
-    built("vibenode.journal")
+    _built(drop_boot, "vibenode.journal")
     clock = Clock()
     # The node before the uplink's code is loaded: the node's constructors go first.
     node = Node(cfg, journal, acq, fx, temp, None, port, clock, health, log, batch_buf)
-    built("vibenode.codec", "vibenode.clock", "vibenode.status")
+    _built(drop_boot, "vibenode.codec", "vibenode.clock", "vibenode.status")
+    return node, board_name
+
+
+def build(port, board, cfg, log=print, drop_boot=False):
+    """Wire the real parts: sensors, acquisition, features, flash + journal, uplink.
+
+    board: the board dict, or None to load it here (port.load_board()): a caller's reference
+    would keep it alive until build() returns.
+
+    drop_boot (main.py): each part's boot-only code (its module's _BOOT_ONLY) is freed as soon
+    as the part is built, the sensor tables once the sensors are, the node's constructor and
+    the first half of build() before the uplink's code is loaded: the boot never holds all of
+    that code at once, so its heap peak stays close to the running node's."""
+    global _build_node
+    node, board_name = _build_node(port, board, cfg, log, drop_boot)
+    if drop_boot:
+        del _build_node
+        Node.__init__ = None  # in _BOOT_ONLY too; freed here, before the uplink's code loads
+        gc.collect()
+    clock = node.clock
+    health = node.health
+    journal = node.journal
     # The port's last boot calls, then its boot code goes too (the flash driver's included).
     mqtt = cfg["uplink"] == "mqtt"
     if mqtt:
@@ -541,7 +560,7 @@ def build(port, board, cfg, log=print, drop_boot=False):
         port.heap_probe(node)  # the virtual board's heap figures (off unless asked for)
     port.watchdog(cfg["watchdog_s"])
     pool = getattr(port, "socket_pool", None)  # CircuitPython: minimqtt on the port's socketpool
-    built(*[m for m in sys.modules if m.startswith("ports")])
+    _built(drop_boot, *[m for m in sys.modules if m.startswith("ports")])
     if not mqtt:
         from vibenode.uplink_serial import SerialUplink
 
@@ -555,7 +574,7 @@ def build(port, board, cfg, log=print, drop_boot=False):
 
         uplink = MqttUplink(cfg, health, journal.boot, board_name, FW_VERSION)
     node.set_uplink(uplink)
-    built(type(uplink).__module__)
+    _built(drop_boot, type(uplink).__module__)
     log(
         "vibenode %s node=%s boot=%d next_seq=%d depth=%d uplink=%s board=%s"
         % (FW_VERSION, cfg["node_id"], journal.boot, journal.next_seq, journal.depth, cfg["uplink"], board_name)
@@ -588,24 +607,27 @@ def boot(port):
 
 
 def drop_boot_code(*modules):
-    """Free the code only the boot runs (of one module, or of every loaded one): constructors,
-    the journal's boot scan, table builders, the port's boot calls, build() itself. A module
-    lists its boot-only names in _BOOT_ONLY ("name" or "Class.method"). Module names are
-    deleted; methods are set to None, since MicroPython keeps the value of a deleted class
-    attribute alive. Only main.py drops code (through build() and once the node is built):
-    nothing constructs a part after that."""
+    """Free the code only the boot runs (of the given modules, or of every loaded one):
+    constructors, the journal's boot scan, table builders, the port's boot calls, build()
+    itself. A module lists its boot-only names in _BOOT_ONLY: "name" (a module global, deleted)
+    or ("Class", "method", ...) (methods set to None: MicroPython keeps the value of a deleted
+    class attribute alive). Names only, no dotted strings: they are interned already, while a
+    longer string constant would stay in the module's constants for good. Only main.py drops
+    code (through build() and once the node is built): nothing constructs a part after that."""
     for mod in modules or list(sys.modules.values()):
         names = getattr(mod, "_BOOT_ONLY", None)
         if names is None:
             continue
         for name in names:
-            dot = name.find(".")
-            if dot < 0:
-                delattr(mod, name)
+            if isinstance(name, tuple):
+                cls = getattr(mod, name[0])
+                for attr in name[1:]:
+                    setattr(cls, attr, None)
             else:
-                setattr(getattr(mod, name[:dot]), name[dot + 1 :], None)
+                delattr(mod, name)
         del mod._BOOT_ONLY
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("Node.__init__", "Node.set_uplink", "build", "boot", "drop_boot_code")
+# (_build_node: build() deletes it itself, before it loads the uplink's code)
+_BOOT_ONLY = ("_built", "build", "boot", "drop_boot_code", ("Node", "__init__", "set_uplink"))

@@ -74,4 +74,4 @@ def new_status_values():
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("Health.__init__", "new_status_values")
+_BOOT_ONLY = ("new_status_values", ("Health", "__init__"))

@@ -278,4 +278,4 @@ class MqttUplink:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ["MqttUplink.__init__"]
+_BOOT_ONLY = [("MqttUplink", "__init__")]

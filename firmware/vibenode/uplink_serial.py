@@ -98,4 +98,4 @@ class SerialUplink:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
-_BOOT_ONLY = ("SerialUplink.__init__",)
+_BOOT_ONLY = (("SerialUplink", "__init__"),)
