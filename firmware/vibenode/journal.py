@@ -201,7 +201,7 @@ class Journal:
         on_flash = self._seg_last[-1] if self._seg_last else 0
         nxt = max(on_flash + 1, acked + 1, floor)
         if not clean:
-            # Staged records lost in the cut may have been handed to an uplink by pending():
+            # Staged records lost in the cut may have been handed to an uplink (iter_records()):
             # never give their seqs to new records. At most `skip` records were staged.
             nxt += skip
         self.next_seq = nxt
@@ -487,5 +487,6 @@ class Journal:
 
 
 # Boot only: freed by vibenode.node.drop_boot_code() once the node is built (docs/firmware.md 6).
+# (pending: tests and tools; the node streams iter_records() into its batch)
 _BOOT_ONLY = ("_makedirs", "_parse_seg_name",
-              ("Journal", "__init__", "_read_state", "_boot_recover", "_check_newest"))
+              ("Journal", "__init__", "_read_state", "_boot_recover", "_check_newest", "pending"))

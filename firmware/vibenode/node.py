@@ -307,16 +307,18 @@ class Node:
             if limit < (backlog if backlog < self.max_records else self.max_records):
                 return
         b = self.builder
-        b.begin()  # before room(): it counts what the previous batch left in the buffer
-        recs = j.pending(b.room(), limit)
-        if not recs:
-            self.inflight = None
-            return
-        if resend and codec.record_seq(recs[0]) > self.inflight[1]:
-            resend = False  # the quota dropped the records in flight while the link was down
+        b.begin()
+        # Records go from the journal into the batch one at a time (no list of copies: the
+        # batch is the only place they all are at once); the batch's room bounds the bytes.
         hist = 0
-        for r in recs:
+        first = 0  # length of the oldest unacked record; 0: none
+        it = j.iter_records()
+        for r in it:
             seq = codec.record_seq(r)
+            if not first:
+                first = len(r)
+                if resend and seq > self.inflight[1]:
+                    resend = False  # the quota dropped the records in flight while the link was down
             if resend and seq > self.inflight[1]:
                 break
             old = seq < self.live_from
@@ -324,10 +326,15 @@ class Node:
                 break
             if old:
                 hist += 1
-        if not b.count:
-            self.health.error("batch_empty", len(recs[0]))
+            if b.count >= limit:
+                break
+        it.close()  # closes the segment file the generator may hold open
+        if not first:
+            self.inflight = None
             return
-        del recs
+        if not b.count:
+            self.health.error("batch_empty", first)
+            return
         if hist and self.backfill_rps and not resend:
             self._tokens -= hist
         self.inflight = (b.first_seq, b.last_seq, b.count)
