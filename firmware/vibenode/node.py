@@ -591,9 +591,9 @@ def build(port, board, cfg, log=print, drop_boot=False):
 
 def boot(port):
     """main.py's boot: load and check the config (the validator is dropped at once), build the
-    node part by part, start the virtual board's heap probe if asked for, then free what is
-    left of the boot code (this function included). ConfigError and BoardError (ValueErrors)
-    and OSError propagate: main.py reports them."""
+    node part by part (build(drop_boot=True)), then free what is left of the boot code (this
+    function included). ConfigError and BoardError (ValueErrors) and OSError propagate:
+    main.py reports them."""
     import vibenode
     from vibenode import config
 
