@@ -129,6 +129,50 @@ def test_whole_node_runs_100_windows_in_a_fixed_heap(broker, tmp_path, mode):
     print(json.dumps(_RESULTS[mode]))
 
 
+def test_32bit_node_in_64k_rides_out_a_broker_outage_and_drains_the_backlog(broker, tmp_path):
+    """The goal heap is enough for a link outage too: records pile up in the journal while the
+    broker is down, then drain (backfill batches beside live windows) without a MemoryError.
+    (60K runs the link-up flow of the test above but not this: the drain needs the 4K step.)"""
+    bridge = MiniBridge(broker.port)
+    vn = VirtualNode(
+        tmp_path / "outage",
+        "heap1",
+        mqtt_port=broker.port,
+        heap=GOAL_HEAPSIZE,
+        code="mpy",
+        vm="32",
+        interval_s=0.05,
+        config=CONFIG,
+        status_interval_s=1.0,
+        sim={"tones": [[0, 80.0, 0.5], [2, 700.0, 0.2]], "noise_g": 0.01, "realtime": False},
+    )
+    try:
+        vn.start()
+        wait_for(lambda: len(bridge.kinds(0)) >= 20 or not vn.alive(), timeout=30, what="first records")
+        broker.restart(pause=8.0)  # the windows of these 8 s wait in the journal
+        wait_for(lambda: bridge.c.is_connected(), timeout=10, what="bridge reconnected")
+        bridge._on_connect(bridge.c, None, None, 0)
+
+        def drained():
+            with bridge.lock:
+                seqs = sorted(bridge.records)
+            hist = sum(1 for r in bridge.kinds(0) if r.flags & 2)
+            return seqs == list(range(1, len(seqs) + 1)) and hist >= 50
+
+        wait_for(lambda: not vn.alive() or drained(), timeout=90, what="backlog drained, no gap")
+        log = vn.log_text()
+        assert vn.alive(), log[-3000:]
+    finally:
+        vn.stop()
+        bridge.close()
+    assert "MemoryError" not in log, log[-3000:]
+    with bridge.lock:
+        seqs = sorted(bridge.records)
+    assert seqs == list(range(1, len(seqs) + 1)), "records lost across the outage"
+    hist = [r for r in bridge.kinds(0) if r.flags & 2]
+    assert len(hist) >= 50, f"only {len(hist)} backlog records: was there an outage?"
+
+
 def test_literal_64k_heap_is_recorded(broker, tmp_path):
     """-X heapsize=64K on the 64-bit VM (64 KiB of 8-byte words; the goal is run on the 32-bit
     VM above): what it does is recorded, and it must end plainly (a MemoryError reported at
