@@ -45,7 +45,12 @@ def test_deploy_and_boot(rig):
     rig.wait_reporting(60)
 
 
+# The exec runs in the VM main.py booted: the node freed its boot-only code (constructors,
+# ports.detect, ...: vibenode.node.drop_boot_code), so the modules are imported afresh first.
 SENSOR_IDS = """\
+import sys
+for m in [m for m in sys.modules if m.split('.')[0] in ('ports', 'vibenode', 'drivers')]:
+    del sys.modules[m]
 from ports import detect
 from vibenode.sensors import sensor_specs, make_accel, make_temp
 p = detect()
