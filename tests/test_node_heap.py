@@ -62,23 +62,28 @@ def _last_probe(text: str) -> dict | None:
     return dict(windows=w, live=live, peak=peak, window_alloc=alloc, total=total)
 
 
-@pytest.mark.parametrize("mode", list(MODES))
-def test_whole_node_runs_100_windows_in_a_fixed_heap(broker, tmp_path, mode):
-    vm, code, heap = MODES[mode]
-    bridge = MiniBridge(broker.port)
-    vn = VirtualNode(
-        tmp_path / "heap",
+def _heap_node(node_dir, broker, heap, vm="64", code="mpy", interval_s=0.0, probe=True) -> VirtualNode:
+    """The heap runs' node: the test config, two tones, the simulator not paced in real time."""
+    return VirtualNode(
+        node_dir,
         "heap1",
         mqtt_port=broker.port,
         heap=heap,
         code=code,
         vm=vm,
-        interval_s=0,
+        interval_s=interval_s,
         config=CONFIG,
         status_interval_s=1.0,
-        env={"VIBEKIT_HEAP_PROBE": "10"},
+        env={"VIBEKIT_HEAP_PROBE": "10"} if probe else {},
         sim={"tones": [[0, 80.0, 0.5], [2, 700.0, 0.2]], "noise_g": 0.01, "realtime": False},
     )
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_whole_node_runs_100_windows_in_a_fixed_heap(broker, tmp_path, mode):
+    vm, code, heap = MODES[mode]
+    bridge = MiniBridge(broker.port)
+    vn = _heap_node(tmp_path / "heap", broker, heap, vm=vm, code=code)
     t0 = time.monotonic()
     try:
         vn.start()
@@ -134,18 +139,7 @@ def test_32bit_node_in_64k_rides_out_a_broker_outage_and_drains_the_backlog(brok
     broker is down, then drain (backfill batches beside live windows) without a MemoryError.
     (60K runs the link-up flow of the test above but not this: the drain needs the 4K step.)"""
     bridge = MiniBridge(broker.port)
-    vn = VirtualNode(
-        tmp_path / "outage",
-        "heap1",
-        mqtt_port=broker.port,
-        heap=GOAL_HEAPSIZE,
-        code="mpy",
-        vm="32",
-        interval_s=0.05,
-        config=CONFIG,
-        status_interval_s=1.0,
-        sim={"tones": [[0, 80.0, 0.5], [2, 700.0, 0.2]], "noise_g": 0.01, "realtime": False},
-    )
+    vn = _heap_node(tmp_path / "outage", broker, GOAL_HEAPSIZE, vm="32", interval_s=0.05, probe=False)
     try:
         vn.start()
         wait_for(lambda: len(bridge.kinds(0)) >= 20 or not vn.alive(), timeout=30, what="first records")
@@ -178,18 +172,7 @@ def test_literal_64k_heap_is_recorded(broker, tmp_path):
     VM above): what it does is recorded, and it must end plainly (a MemoryError reported at
     boot, or the 100 windows), never hang."""
     bridge = MiniBridge(broker.port)
-    vn = VirtualNode(
-        tmp_path / "heap64",
-        "heap64",
-        mqtt_port=broker.port,
-        heap="64K",
-        code="mpy",
-        interval_s=0,
-        config=CONFIG,
-        status_interval_s=1.0,
-        env={"VIBEKIT_HEAP_PROBE": "10"},
-        sim={"tones": [[0, 80.0, 0.5]], "noise_g": 0.01, "realtime": False},
-    )
+    vn = _heap_node(tmp_path / "heap64", broker, "64K")
     try:
         vn.start()
         wait_for(
